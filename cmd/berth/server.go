@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-project/berth/internal/server"
+)
+
+func newServerCommand() *cobra.Command {
+	cfg := server.Config{}
+	var etcdServers string
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the API server, controllers, node agent and proxy in one process",
+		Long: `Run berth: a Kubernetes-compatible API server on embedded etcd (or an external
+etcd cluster with --etcd-servers), the controllers, a node agent that runs Pods
+as local processes, and the Service proxy.
+
+On first start it creates a CA, a serving certificate and admin credentials in
+the data dir, and writes an admin kubeconfig to <data-dir>/kubeconfig:
+
+  berth server &
+  export KUBECONFIG=/var/lib/berth/kubeconfig   # as root
+  kubectl apply -f examples/`,
+		Example: `  # as root: data in /var/lib/berth, API on https://127.0.0.1:6443
+  berth server
+
+  # a throwaway instance on another port
+  berth server --data-dir /tmp/berth --secure-port 7443
+
+  # storage in an external etcd cluster
+  berth server --etcd-servers http://10.0.0.5:2379,http://10.0.0.6:2379`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			if etcdServers != "" {
+				for _, s := range strings.Split(etcdServers, ",") {
+					if s = strings.TrimSpace(s); s != "" {
+						cfg.EtcdServers = append(cfg.EtcdServers, s)
+					}
+				}
+			}
+			out := cmd.OutOrStdout()
+			cfg.Started = func(kubeconfig string) {
+				fmt.Fprintf(out, "berth is ready. Use it with:\n  export KUBECONFIG=%s\n  kubectl get pods\n", kubeconfig)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return server.Run(ctx, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", server.DefaultDataDir(), "directory for etcd data, credentials, the kubeconfig and pod state")
+	f.StringVar(&etcdServers, "etcd-servers", "", "comma-separated etcd client URLs; empty runs etcd embedded in --data-dir")
+	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/berth", "key prefix for everything berth stores in etcd")
+	f.StringVar(&cfg.BindAddress, "bind-address", "127.0.0.1", "IP address the API server listens on")
+	f.IntVar(&cfg.SecurePort, "secure-port", 6443, "HTTPS port of the API server")
+	f.StringVar(&cfg.ServiceCIDR, "service-cidr", "10.96.0.0/12", "IPv4 range Service cluster IPs are allocated from")
+	f.StringVar(&cfg.NodePortRange, "service-node-port-range", "30000-32767", "port range NodePorts are allocated from")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringSliceVar(&cfg.Disable, "disable", nil, "components not to run, comma-separated: controllers, scheduler, agent, proxy")
+	return cmd
+}

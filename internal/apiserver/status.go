@@ -1,0 +1,63 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// writeError writes err as a Kubernetes Status object with its HTTP code.
+func writeError(w http.ResponseWriter, err error) {
+	st := toStatus(err)
+	writeStatus(w, st)
+}
+
+func toStatus(err error) *metav1.Status {
+	var se apierrors.APIStatus
+	if errors.As(err, &se) {
+		st := se.Status()
+		return &st
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		st := apierrors.NewTimeoutError("request did not complete within requested timeout - context deadline exceeded", 0).ErrStatus
+		st.Code = http.StatusGatewayTimeout
+		return &st
+	}
+	if errors.Is(err, context.Canceled) {
+		st := apierrors.NewTimeoutError("request was cancelled", 0).ErrStatus
+		return &st
+	}
+	st := apierrors.NewInternalError(err).ErrStatus
+	return &st
+}
+
+func writeStatus(w http.ResponseWriter, st *metav1.Status) {
+	st.Kind, st.APIVersion = "Status", "v1"
+	if st.Status == "" {
+		st.Status = metav1.StatusFailure
+	}
+	code := int(st.Code)
+	if code == 0 {
+		code = http.StatusInternalServerError
+		st.Code = int32(code)
+	}
+	data, err := json.Marshal(st)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("encode status: %v", err), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(data, '\n'))
+}
+
+// statusFor builds a failure Status with a code, reason and message.
+func statusFor(code int, reason metav1.StatusReason, msg string) *metav1.Status {
+	return &metav1.Status{Status: metav1.StatusFailure, Code: int32(code), Reason: reason, Message: msg}
+}
