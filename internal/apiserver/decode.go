@@ -20,7 +20,6 @@ const (
 	fieldValidationIgnore = "Ignore"
 )
 
-
 func fieldValidation(r *http.Request) (string, error) {
 	switch v := r.URL.Query().Get("fieldValidation"); v {
 	case "":

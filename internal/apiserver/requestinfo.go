@@ -43,10 +43,16 @@ func parseResourcePath(r *http.Request) (requestInfo, bool) {
 			return info, false
 		}
 	}
-	if parts[0] == "namespaces" && len(parts) >= 3 {
+	switch {
+	case parts[0] == "namespaces" && len(parts) == 3 && (parts[2] == "status" || parts[2] == "finalize"):
+		// /namespaces/NAME/status and /namespaces/NAME/finalize are
+		// subresources of the namespace itself, as in Kubernetes.
+		info.Resource, info.Name, info.Subresource = "namespaces", parts[1], parts[2]
+		parts = nil
+	case parts[0] == "namespaces" && len(parts) >= 3:
 		info.Namespace = parts[1]
 		parts = parts[2:]
-	} else if parts[0] == "namespaces" && len(parts) == 2 {
+	case parts[0] == "namespaces" && len(parts) == 2:
 		// /namespaces/NAME is the namespace itself.
 		info.Resource, info.Name = "namespaces", parts[1]
 		parts = nil
@@ -59,10 +65,6 @@ func parseResourcePath(r *http.Request) (requestInfo, bool) {
 		if len(parts) > 2 {
 			info.Subresource = strings.Join(parts[2:], "/")
 		}
-	}
-	if info.Resource == "namespaces" && info.Namespace != "" && info.Name == "" {
-		// /namespaces/NAME/finalize and /namespaces/NAME/status.
-		info.Name, info.Namespace = info.Namespace, ""
 	}
 	q := r.URL.Query()
 	isWatch := watchPrefix || q.Get("watch") == "true" || q.Get("watch") == "1"

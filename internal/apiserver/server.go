@@ -43,6 +43,8 @@ type Config struct {
 	// Nodes finds node agents for pods/log, pods/exec and pods/portforward;
 	// nil answers those with 503.
 	Nodes NodeConnector
+	// Metrics serves /metrics (Prometheus); nil answers 404.
+	Metrics http.Handler
 	// Ready reports whether storage answers, for /readyz.
 	Ready  func(ctx context.Context) error
 	Logger *slog.Logger
@@ -257,6 +259,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		return
 	case p == "/api" || p == "/apis" || p == "/api/v1" || (strings.HasPrefix(p, "/apis/") && len(splitPath(p)) <= 3):
 		s.serveDiscovery(w, r, p)
+		return
+	case p == "/metrics" && s.cfg.Metrics != nil:
+		s.cfg.Metrics.ServeHTTP(w, r)
 		return
 	case strings.HasPrefix(p, "/openapi/"):
 		s.openapi.serve(w, r, p)

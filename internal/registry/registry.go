@@ -79,10 +79,32 @@ func (r *Registry) CheckCreate(ctx context.Context, ns string) error {
 		return err
 	}
 	if n, ok := obj.(*corev1.Namespace); ok && (n.DeletionTimestamp != nil || n.Status.Phase == corev1.NamespaceTerminating) {
-		return apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, ns,
-			fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
+		return namespaceTerminating(schema.GroupResource{Resource: "namespaces"}, ns, ns)
 	}
 	return nil
+}
+
+// namespaceTerminating is the error Kubernetes' NamespaceLifecycle admission
+// returns: it names the object being created and carries the
+// NamespaceTerminating cause that controllers (the EndpointSlice controller
+// among them) check to stop retrying.
+func namespaceTerminating(gr schema.GroupResource, name, ns string) *apierrors.StatusError {
+	err := apierrors.NewForbidden(gr, name, fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
+	err.ErrStatus.Details.Causes = append(err.ErrStatus.Details.Causes, metav1.StatusCause{
+		Type:    corev1.NamespaceTerminatingCause,
+		Message: fmt.Sprintf("namespace %s is being terminated", ns),
+		Field:   "metadata.namespace",
+	})
+	return err
+}
+
+// retargetNamespaceError makes a terminating-namespace error from
+// CheckCreate name the object being created, as Kubernetes does.
+func retargetNamespaceError(err error, gr schema.GroupResource, name, ns string) error {
+	if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+		return namespaceTerminating(gr, name, ns)
+	}
+	return err
 }
 
 // DeleteCollection deletes every object in ns matching listOpts and returns

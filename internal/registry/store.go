@@ -15,7 +15,9 @@ import (
 	metavalidation "k8s.io/apimachinery/pkg/api/validation"
 	"k8s.io/apimachinery/pkg/api/validation/path"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -120,6 +122,13 @@ func (s *Store) Create(ctx context.Context, ns string, obj runtime.Object, opts 
 	if m.GetResourceVersion() != "" {
 		return nil, apierrors.NewBadRequest("resourceVersion should not be set on objects to be created")
 	}
+	// The namespace is checked before defaulting and validation, as
+	// Kubernetes' NamespaceLifecycle admission does.
+	if s.Kind.Namespaced && s.namespaces != nil {
+		if err := s.namespaces.CheckCreate(ctx, ns); err != nil {
+			return nil, retargetNamespaceError(err, s.Kind.GroupResource(), m.GetName(), ns)
+		}
+	}
 	generated := m.GetName() == "" && m.GetGenerateName() != ""
 	if generated {
 		m.SetName(generateName(m.GetGenerateName()))
@@ -137,11 +146,6 @@ func (s *Store) Create(ctx context.Context, ns string, obj runtime.Object, opts 
 	errs = append(errs, s.Kind.Strategy.Validate(ctx, obj)...)
 	if len(errs) > 0 {
 		return nil, apierrors.NewInvalid(s.Kind.GroupVersionKind.GroupKind(), m.GetName(), errs)
-	}
-	if s.Kind.Namespaced && s.namespaces != nil {
-		if err := s.namespaces.CheckCreate(ctx, ns); err != nil {
-			return nil, err
-		}
 	}
 	var rollback func()
 	if a, ok := s.Kind.Strategy.(Allocator); ok && !opts.DryRun {
@@ -163,8 +167,20 @@ func (s *Store) Create(ctx context.Context, ns string, obj runtime.Object, opts 
 		rev, err := s.storage.Create(ctx, s.key(ns, m.GetName()), data, s.Kind.TTL)
 		if errors.Is(err, storage.ErrExists) && generated && attempt < 8 {
 			m.SetName(generateName(m.GetGenerateName()))
+			// Allocations are recorded under the object's name (a Service's
+			// owner is namespace/name/uid): claim them again for the new
+			// name, or they would leak when the object is deleted.
+			if rollback != nil {
+				rollback()
+				if rollback, err = s.Kind.Strategy.(Allocator).Allocate(ctx, obj, nil); err != nil {
+					return nil, err
+				}
+			}
 			if data, err = s.Kind.encode(obj); err != nil {
-				break
+				if rollback != nil {
+					rollback()
+				}
+				return nil, s.internal(err)
 			}
 			continue
 		}
@@ -179,10 +195,6 @@ func (s *Store) Create(ctx context.Context, ns string, obj runtime.Object, opts 
 		}
 		return s.Kind.decode(data, rev)
 	}
-	if rollback != nil {
-		rollback()
-	}
-	return nil, s.internal(err)
 }
 
 func (s *Store) validateMeta(m metav1.Object) field.ErrorList {
@@ -471,6 +483,11 @@ func (s *Store) Delete(ctx context.Context, ns, name string, opts *metav1.Delete
 	if opts == nil {
 		opts = &metav1.DeleteOptions{}
 	}
+	// As Kubernetes' delete handler: bad options (propagationPolicy with
+	// orphanDependents, an unknown policy) are a 422 naming the field.
+	if errs := metav1validation.ValidateDeleteOptions(opts); len(errs) > 0 {
+		return nil, false, apierrors.NewInvalid(schema.GroupKind{Group: metav1.GroupName, Kind: "DeleteOptions"}, "", errs)
+	}
 	key := s.key(ns, name)
 	for attempt := 0; attempt < 64; attempt++ {
 		kv, err := s.storage.Get(ctx, key)
@@ -500,9 +517,6 @@ func (s *Store) Delete(ctx context.Context, ns, name string, opts *metav1.Delete
 				return nil, false, err
 			}
 		}
-		if opts.PropagationPolicy != nil && opts.OrphanDependents != nil {
-			return nil, false, apierrors.NewBadRequest("using both propagationPolicy and orphanDependents is not allowed; use propagationPolicy")
-		}
 		changed := s.applyPropagation(m, opts)
 
 		grace, graceful := int64(0), false
@@ -511,10 +525,29 @@ func (s *Store) Delete(ctx context.Context, ns, name string, opts *metav1.Delete
 		}
 		now := s.now()
 		pending := false
+		if cur, g := m.GetDeletionTimestamp(), m.GetDeletionGracePeriodSeconds(); cur != nil && graceful {
+			// As Kubernetes' BeforeDelete: once deletion has begun, only a
+			// shorter grace period asked for by this request changes it, and
+			// it counts from when the deletion began; one already at 0 is
+			// finished now.
+			switch {
+			case g == nil || *g == 0:
+				grace = 0
+			case opts.GracePeriodSeconds != nil && *opts.GracePeriodSeconds < *g:
+				grace = *opts.GracePeriodSeconds
+			default:
+				grace = *g
+			}
+		}
 		if graceful && grace > 0 {
 			pending = true
-			deadline := metav1.NewTime(now.Add(time.Duration(grace) * time.Second))
-			if cur := m.GetDeletionTimestamp(); cur == nil || deadline.Before(cur) {
+			if cur, g := m.GetDeletionTimestamp(), m.GetDeletionGracePeriodSeconds(); cur == nil {
+				deadline := metav1.NewTime(now.Add(time.Duration(grace) * time.Second))
+				m.SetDeletionTimestamp(&deadline)
+				m.SetDeletionGracePeriodSeconds(&grace)
+				changed = true
+			} else if g != nil && grace < *g {
+				deadline := metav1.NewTime(cur.Add(time.Duration(grace-*g) * time.Second))
 				m.SetDeletionTimestamp(&deadline)
 				m.SetDeletionGracePeriodSeconds(&grace)
 				changed = true

@@ -3,12 +3,14 @@ package server
 import (
 	"github.com/berth-project/berth/internal/alloc"
 	"github.com/berth-project/berth/internal/registry"
+	"github.com/berth-project/berth/internal/registry/deployment"
 	"github.com/berth-project/berth/internal/registry/endpoints"
 	"github.com/berth-project/berth/internal/registry/endpointslice"
 	"github.com/berth-project/berth/internal/registry/event"
 	"github.com/berth-project/berth/internal/registry/namespace"
 	"github.com/berth-project/berth/internal/registry/node"
 	"github.com/berth-project/berth/internal/registry/pod"
+	"github.com/berth-project/berth/internal/registry/replicaset"
 	"github.com/berth-project/berth/internal/registry/service"
 )
 
@@ -23,6 +25,8 @@ func kinds(svc service.Config) []*registry.Kind {
 		event.Kind(),
 		endpoints.Kind(),
 		endpointslice.Kind(),
+		deployment.Kind(),
+		replicaset.Kind(),
 	}
 }
 

@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,12 +18,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/berth-project/berth/internal/agent/network"
 	"github.com/berth-project/berth/internal/alloc"
 	"github.com/berth-project/berth/internal/apiserver"
 	"github.com/berth-project/berth/internal/pki"
@@ -42,8 +47,19 @@ type Config struct {
 	BindAddress string
 	SecurePort  int
 
+	// PodNetwork is auto, netns or loopback; it also picks the default
+	// address ranges (10.x in netns mode, 127.x in loopback mode).
+	PodNetwork    string
+	PodCIDR       string
 	ServiceCIDR   string
 	NodePortRange string
+	// LBPool is where LoadBalancer IPs come from (CIDRs or start-end ranges).
+	LBPool string
+	// NodePortAddresses are the IPs NodePorts listen on.
+	NodePortAddresses []string
+	ProxyMode         string
+	// NodeName is the name of the local node (default: the hostname).
+	NodeName string
 
 	// Disable names components not to run: controllers, scheduler, agent,
 	// proxy.
@@ -95,8 +111,30 @@ func (c *Config) defaults() error {
 	if c.SecurePort < 1 || c.SecurePort > 65535 {
 		return fmt.Errorf("--secure-port %d is not between 1 and 65535", c.SecurePort)
 	}
+	mode, err := network.ResolveMode(c.PodNetwork)
+	if err != nil {
+		return fmt.Errorf("--pod-network: %w", err)
+	}
+	c.PodNetwork = mode
+	defaults := rangeDefaults[mode]
 	if c.ServiceCIDR == "" {
-		c.ServiceCIDR = "10.96.0.0/12"
+		c.ServiceCIDR = defaults.serviceCIDR
+	}
+	if c.LBPool == "" {
+		c.LBPool = defaults.lbPool
+	}
+	if len(c.NodePortAddresses) == 0 {
+		c.NodePortAddresses = []string{"127.0.0.1"}
+	}
+	if c.ProxyMode == "" {
+		c.ProxyMode = "userspace"
+	}
+	if c.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("--node-name is required: cannot read the hostname: %w", err)
+		}
+		c.NodeName = strings.ToLower(h)
 	}
 	if c.NodePortRange == "" {
 		c.NodePortRange = "30000-32767"
@@ -113,6 +151,14 @@ func (c *Config) defaults() error {
 		}
 	}
 	return nil
+}
+
+// rangeDefaults are the documented address ranges per pod network mode: the
+// Kubernetes-style private ranges with network namespaces, and 127.x ranges
+// (which need no interface and never leave the machine) without.
+var rangeDefaults = map[string]struct{ serviceCIDR, lbPool string }{
+	network.ModeNetNS:    {serviceCIDR: "10.96.0.0/12", lbPool: "10.250.0.0/24"},
+	network.ModeLoopback: {serviceCIDR: "127.96.0.0/16", lbPool: "127.250.0.0/24"},
 }
 
 var knownComponents = map[string]bool{"controllers": true, "scheduler": true, "agent": true, "proxy": true}
@@ -173,6 +219,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := ensureNamespaces(ctx, reg); err != nil {
 		return err
 	}
+	services := reg.Store(corev1.SchemeGroupVersion.WithResource("services").GroupResource())
+	repair := &alloc.Repair{
+		Allocators: []*alloc.Allocator{svcCfg.ClusterIPs, svcCfg.NodePorts},
+		Owners:     func(ctx context.Context) (map[string]bool, error) { return serviceOwners(ctx, services) },
+		Logger:     log,
+	}
+	g.Go("allocation-repair", func(ctx context.Context) error { repair.Run(ctx); return nil })
 
 	hostname, _ := os.Hostname()
 	hosts := []string{"localhost", "127.0.0.1", cfg.BindAddress, hostname}
@@ -180,8 +233,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("credentials: %w", err)
 	}
+	adminPair, err := tls.X509KeyPair(bundle.AdminCert, bundle.AdminKey)
+	if err != nil {
+		return fmt.Errorf("admin credentials: %w", err)
+	}
+	nodes := reg.Store(corev1.SchemeGroupVersion.WithResource("nodes").GroupResource())
 	addr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.SecurePort))
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	api, err := apiserver.New(apiserver.Config{
+		Metrics:   promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}),
+		Nodes:     newNodeConnector(nodes, adminPair),
 		Registry:  reg,
 		Serving:   bundle.Serving,
 		ClientCAs: bundle.ClientPool(),
@@ -229,8 +291,20 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Started != nil {
 		cfg.Started(kubeconfig)
 	}
+	fail := func(err error) error {
+		cancel()
+		_ = g.Wait()
+		return err
+	}
 	if cfg.enabled("controllers") {
-		startControllers(g, client, restCfg, log)
+		if err := startControllers(g, cfg, client, restCfg, log); err != nil {
+			return fail(err)
+		}
+	}
+	if cfg.enabled("proxy") {
+		if err := startProxy(g, cfg, client, metrics, log); err != nil {
+			return fail(err)
+		}
 	}
 	return g.Wait()
 }
@@ -248,6 +322,19 @@ func openStorage(ctx context.Context, cfg Config) (*etcd.Store, func(), error) {
 		return nil, nil, err
 	}
 	return etcd.New(e.Client(), cfg.Logger), e.Close, nil
+}
+
+// serviceOwners lists the allocation owners of every Service.
+func serviceOwners(ctx context.Context, services *registry.Store) (map[string]bool, error) {
+	list, err := services.List(ctx, "", registry.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, s := range list.(*corev1.ServiceList).Items {
+		out[service.Owner(&s)] = true
+	}
+	return out, nil
 }
 
 // ensureNamespaces creates the namespaces Kubernetes always has.

@@ -98,9 +98,14 @@ type server struct {
 	cacheDir   string
 }
 
-// startServer starts berth server in a fresh data dir with extra flags.
+// startServer starts berth server in a fresh data dir with extra flags. Unless
+// the flags say otherwise it uses the loopback pod network, whose 127.x
+// ranges keep every address the test touches on this machine.
 func startServer(t testing.TB, extra ...string) *server {
 	t.Helper()
+	if !hasFlag(extra, "--pod-network") {
+		extra = append([]string{"--pod-network", "loopback"}, extra...)
+	}
 	s := &server{t: t, DataDir: t.TempDir(), Port: freePort(t), Args: extra, cacheDir: t.TempDir()}
 	s.Kubeconfig = filepath.Join(s.DataDir, "kubeconfig")
 	s.start()
@@ -306,4 +311,13 @@ func startEtcd(t testing.TB) string {
 		return true, ""
 	})
 	return client
+}
+
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
 }

@@ -138,8 +138,8 @@ func (*strategy) ValidateStatusUpdate(_ context.Context, obj, _ runtime.Object) 
 	return validateStatus(obj.(*corev1.Service))
 }
 
-// owner identifies a Service in allocation keys.
-func owner(s *corev1.Service) string { return s.Namespace + "/" + s.Name + "/" + string(s.UID) }
+// Owner identifies a Service in allocation keys: namespace/name/uid.
+func Owner(s *corev1.Service) string { return s.Namespace + "/" + s.Name + "/" + string(s.UID) }
 
 // Allocate claims the cluster IP and node ports obj needs and old did not hold.
 func (st *strategy) Allocate(ctx context.Context, obj, old runtime.Object) (func(), error) {
@@ -154,7 +154,7 @@ func (st *strategy) Allocate(ctx context.Context, obj, old runtime.Object) (func
 			undo[i]()
 		}
 	}
-	who := owner(s)
+	who := Owner(s)
 	if needsClusterIP(s) && (o == nil || !needsClusterIP(o) || o.Spec.ClusterIP != s.Spec.ClusterIP) {
 		ipPath := field.NewPath("spec", "clusterIPs")
 		if s.Spec.ClusterIP == "" {
@@ -234,7 +234,7 @@ func (st *strategy) release(a *alloc.Allocator, value, who string) {
 // Commit frees what an update gave up.
 func (st *strategy) Commit(_ context.Context, obj, old runtime.Object) {
 	s, o := obj.(*corev1.Service), old.(*corev1.Service)
-	who := owner(o)
+	who := Owner(o)
 	if needsClusterIP(o) && (!needsClusterIP(s) || s.Spec.ClusterIP != o.Spec.ClusterIP) {
 		st.release(st.cfg.ClusterIPs, o.Spec.ClusterIP, who)
 	}
@@ -256,7 +256,7 @@ func (st *strategy) Commit(_ context.Context, obj, old runtime.Object) {
 // Release frees everything a deleted Service held.
 func (st *strategy) Release(_ context.Context, obj runtime.Object) {
 	s := obj.(*corev1.Service)
-	who := owner(s)
+	who := Owner(s)
 	if needsClusterIP(s) && s.Spec.ClusterIP != "" {
 		st.release(st.cfg.ClusterIPs, s.Spec.ClusterIP, who)
 	}

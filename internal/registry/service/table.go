@@ -43,14 +43,21 @@ func ExternalIP(s *corev1.Service) string {
 		}
 		return "<none>"
 	case corev1.ServiceTypeLoadBalancer:
+		// As kubectl: the ingress addresses sorted and without repeats,
+		// then the external IPs.
+		seen := map[string]bool{}
 		var ips []string
 		for _, ing := range s.Status.LoadBalancer.Ingress {
-			if ing.IP != "" {
-				ips = append(ips, ing.IP)
-			} else if ing.Hostname != "" {
-				ips = append(ips, ing.Hostname)
+			a := ing.IP
+			if a == "" {
+				a = ing.Hostname
+			}
+			if a != "" && !seen[a] {
+				seen[a] = true
+				ips = append(ips, a)
 			}
 		}
+		sort.Strings(ips)
 		ips = append(ips, s.Spec.ExternalIPs...)
 		if len(ips) == 0 {
 			return "<pending>"

@@ -189,6 +189,7 @@ func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64, progres
 			defer t.Stop()
 			tick = t.C
 		}
+		heard := false // whether etcd has sent this watch anything yet
 		send := func(ev storage.Event) bool {
 			select {
 			case out <- ev:
@@ -207,7 +208,19 @@ func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64, progres
 				if err := s.client.RequestProgress(ctx); err != nil && ctx.Err() == nil {
 					s.log.Debug("etcd watch progress request failed", "prefix", prefix, "err", err)
 				}
+				// etcd answers only once the store has moved past the watch's
+				// start (its startRev is fromRev+1), so on an idle store no
+				// bookmark would ever come. While nothing has been written
+				// since fromRev, fromRev itself is the exact progress.
+				if !heard {
+					if rev, err := s.Revision(ctx); err == nil && rev == fromRev {
+						if !send(storage.Event{Type: storage.EventProgress, Revision: rev}) {
+							return
+						}
+					}
+				}
 			case resp, ok := <-wch:
+				heard = true
 				if !ok {
 					if ctx.Err() == nil {
 						send(storage.Event{Type: storage.EventError, Err: errors.New("etcd watch channel closed")})

@@ -142,6 +142,32 @@ func Run(t *testing.T, s storage.Interface) {
 		}
 	})
 
+	t.Run("WatchProgressAfterWrites", func(t *testing.T) {
+		// Writes elsewhere in the store move a quiet watch's progress on.
+		wctx, wcancel := context.WithCancel(ctx)
+		defer wcancel()
+		rev, _ := s.Revision(ctx)
+		ch := s.Watch(wctx, p+"quiet/", rev, 100*time.Millisecond)
+		wrote, err := s.Create(ctx, p+"busy/a", []byte("1"), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.After(15 * time.Second)
+		for {
+			select {
+			case ev := <-ch:
+				if ev.Type != storage.EventProgress {
+					t.Fatalf("got %+v, want only progress events", ev)
+				}
+				if ev.Revision >= wrote {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no progress event at or after revision %d", wrote)
+			}
+		}
+	})
+
 	t.Run("TTL", func(t *testing.T) {
 		if _, err := s.Create(ctx, p+"ttl/a", []byte("1"), time.Second); err != nil {
 			t.Fatalf("create with ttl: %v", err)

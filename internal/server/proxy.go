@@ -1,0 +1,76 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/berth-project/berth/internal/proxy"
+	"github.com/berth-project/berth/internal/proxy/userspace"
+	"github.com/berth-project/berth/internal/proxy/vip"
+)
+
+// startProxy runs the Service proxy (--proxy-mode) as an API client.
+func startProxy(g *group, cfg Config, client kubernetes.Interface, reg prometheus.Registerer, log *slog.Logger) error {
+	if cfg.ProxyMode != "userspace" {
+		return fmt.Errorf("--proxy-mode %q: the supported mode is userspace", cfg.ProxyMode)
+	}
+	var addrs proxy.AddressManager = vip.Loopback{}
+	var nl *vip.Netlink
+	if !allLoopback(cfg.ServiceCIDR, cfg.LBPool) {
+		var err error
+		if nl, err = vip.NewNetlink(vip.NetlinkConfig{Logger: log}); err != nil {
+			return fmt.Errorf("service address device: %w (run as root, or use --pod-network=loopback for 127.x service addresses)", err)
+		}
+		addrs = nl
+	}
+	p, err := userspace.New(userspace.Config{
+		Client: client, NodeName: cfg.NodeName, NodePortAddresses: cfg.NodePortAddresses,
+		Addresses: addrs, Registerer: reg, Logger: log,
+	})
+	if err != nil {
+		if nl != nil {
+			_ = nl.Close()
+		}
+		return err
+	}
+	g.Go("proxy", func(ctx context.Context) error {
+		err := p.Run(ctx)
+		if nl != nil {
+			_ = nl.Close()
+		}
+		return err
+	})
+	return nil
+}
+
+// allLoopback says whether service and load-balancer addresses all fall in
+// 127.0.0.0/8, which needs no interface. Each argument is a comma-separated
+// list of CIDRs, addresses or start-end ranges.
+func allLoopback(lists ...string) bool {
+	lo := netip.MustParsePrefix("127.0.0.0/8")
+	for _, list := range lists {
+		for _, entry := range strings.Split(list, ",") {
+			entry = strings.TrimSpace(entry)
+			if entry == "" {
+				continue
+			}
+			for _, part := range strings.Split(entry, "-") {
+				part, _, _ = strings.Cut(part, "/")
+				a, err := netip.ParseAddr(strings.TrimSpace(part))
+				if err != nil || !lo.Contains(a) {
+					return false
+				}
+			}
+			if p, err := netip.ParsePrefix(entry); err == nil && p.Bits() < 8 {
+				return false
+			}
+		}
+	}
+	return true
+}
