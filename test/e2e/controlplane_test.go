@@ -3,9 +3,9 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"io"
 	"net/http"
-	"encoding/json"
 	"os/exec"
 	"path/filepath"
 	"strconv"
