@@ -159,6 +159,13 @@ func (n *netexec) run(ctx context.Context) error {
 		wg    sync.WaitGroup
 		fatal = make(chan error, 1+len(udpConns))
 	)
+	// Health is decided before the HTTP server answers anything, so that a
+	// probe never sees a server that is up but not yet healthy. SCTP counts
+	// as a ready server upstream; berth pretends it started so that /healthz
+	// and /readyz behave as they would with it.
+	if len(udpConns) > 0 || n.flags.sctpPort != -1 {
+		n.udpReady.Store(true)
+	}
 	wg.Go(func() {
 		var err error
 		if n.flags.certFile != "" {
@@ -171,11 +178,6 @@ func (n *netexec) run(ctx context.Context) error {
 		}
 	})
 	n.rt.log.Printf("Started HTTP server on port %d", n.flags.httpPort)
-	// SCTP counts as a ready server upstream; berth pretends it started so
-	// that /healthz and /readyz behave as they would with it.
-	if len(udpConns) > 0 || n.flags.sctpPort != -1 {
-		n.udpReady.Store(true)
-	}
 	for _, conn := range udpConns {
 		wg.Go(func() {
 			if err := n.serveUDP(conn); err != nil {
