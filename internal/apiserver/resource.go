@@ -166,10 +166,9 @@ func partialMetadata(obj runtime.Object) runtime.Object {
 		out.SetGroupVersionKind(metav1.SchemeGroupVersion.WithKind("PartialObjectMetadataList"))
 		return out
 	}
-	m, _ := meta.Accessor(obj)
 	p := &metav1.PartialObjectMetadata{}
-	if om, ok := m.(*metav1.ObjectMeta); ok {
-		p.ObjectMeta = *om.DeepCopy()
+	if om := registry.ObjectMetaCopy(obj); om != nil {
+		p.ObjectMeta = *om
 	}
 	p.SetGroupVersionKind(metav1.SchemeGroupVersion.WithKind("PartialObjectMetadata"))
 	return p
@@ -299,9 +298,17 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info requestInfo,
 }
 
 func (s *Server) encodeWatchObject(r *http.Request, n negotiated, kind *registry.Kind, ev watch.Event, first bool) ([]byte, error) {
-	if ev.Type == watch.Error || ev.Type == watch.Bookmark {
+	if ev.Type == watch.Error {
 		if st, ok := ev.Object.(*metav1.Status); ok {
 			st.Kind, st.APIVersion = "Status", "v1"
+		}
+		return json.Marshal(ev.Object)
+	}
+	if ev.Type == watch.Bookmark {
+		// A bookmark carries only a resourceVersion (and annotations), in
+		// the form the client asked for, so its decoder accepts it.
+		if n.kind == outputPartialMetadata {
+			return json.Marshal(partialMetadata(ev.Object))
 		}
 		return json.Marshal(ev.Object)
 	}

@@ -74,8 +74,8 @@ func (k *Kind) Table(obj runtime.Object, include IncludeObject, noHeaders bool, 
 			row.Object = runtime.RawExtension{Raw: raw}
 		case IncludeNone:
 		default:
-			if m, err := meta.Accessor(o); err == nil {
-				pom := &metav1.PartialObjectMetadata{ObjectMeta: *metaCopy(m)}
+			if om := ObjectMetaCopy(o); om != nil {
+				pom := &metav1.PartialObjectMetadata{ObjectMeta: *om}
 				pom.SetGroupVersionKind(metav1.SchemeGroupVersion.WithKind("PartialObjectMetadata"))
 				raw, err := json.Marshal(pom)
 				if err != nil {
@@ -88,6 +88,21 @@ func (k *Kind) Table(obj runtime.Object, include IncludeObject, noHeaders bool, 
 	}
 	table.SetGroupVersionKind(metav1.SchemeGroupVersion.WithKind("Table"))
 	return table, nil
+}
+
+// ObjectMetaCopy returns a copy of obj's ObjectMeta (for
+// PartialObjectMetadata), or nil when obj has none.
+func ObjectMetaCopy(obj runtime.Object) *metav1.ObjectMeta {
+	if a, ok := obj.(metav1.ObjectMetaAccessor); ok {
+		if om, ok := a.GetObjectMeta().(*metav1.ObjectMeta); ok {
+			return om.DeepCopy()
+		}
+	}
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return nil
+	}
+	return metaCopy(m)
 }
 
 func metaCopy(m metav1.Object) *metav1.ObjectMeta {

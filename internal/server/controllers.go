@@ -8,12 +8,17 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/rest"
 
+	"github.com/berth-project/berth/internal/controller/deployment"
 	"github.com/berth-project/berth/internal/controller/endpoints"
 	"github.com/berth-project/berth/internal/controller/endpointslice"
+	"github.com/berth-project/berth/internal/controller/garbagecollector"
 	"github.com/berth-project/berth/internal/controller/lbipam"
 	"github.com/berth-project/berth/internal/controller/namespace"
+	"github.com/berth-project/berth/internal/controller/replicaset"
 	"github.com/berth-project/berth/internal/scheduler"
 )
 
@@ -33,7 +38,12 @@ func startControllers(g *group, cfg Config, client kubernetes.Interface, rc *res
 	if err != nil {
 		return fmt.Errorf("--lb-pool: %w", err)
 	}
+	mc, err := metadata.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("metadata client: %w", err)
+	}
 	factory := informers.NewSharedInformerFactory(client, 0)
+	metaFactory := metadatainformer.NewSharedInformerFactory(mc, 0)
 	type entry struct {
 		name    string
 		workers int
@@ -52,6 +62,15 @@ func startControllers(g *group, cfg Config, client kubernetes.Interface, rc *res
 		{"lbipam-controller", 2, func() (runnable, error) {
 			return lbipam.New(lbipam.Config{Client: client, Pool: pool, Logger: log}, factory)
 		}},
+		{"replicaset-controller", 5, func() (runnable, error) {
+			return replicaset.New(replicaset.Config{Client: client, Logger: log}, factory)
+		}},
+		{"deployment-controller", 5, func() (runnable, error) {
+			return deployment.New(deployment.Config{Client: client, Logger: log}, factory)
+		}},
+		{"garbage-collector", 5, func() (runnable, error) {
+			return garbagecollector.New(garbagecollector.Config{Metadata: mc, Logger: log}, metaFactory)
+		}},
 	}
 	if cfg.enabled("scheduler") {
 		entries = append(entries, entry{"scheduler", 1, func() (runnable, error) {
@@ -68,8 +87,10 @@ func startControllers(g *group, cfg Config, client kubernetes.Interface, rc *res
 	}
 	g.Go("informers", func(ctx context.Context) error {
 		factory.Start(ctx.Done())
+		metaFactory.Start(ctx.Done())
 		<-ctx.Done()
 		factory.Shutdown()
+		metaFactory.Shutdown()
 		return nil
 	})
 	return nil
