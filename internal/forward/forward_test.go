@@ -558,3 +558,25 @@ func TestListenErrors(t *testing.T) {
 		t.Fatalf("bad address: %v", err)
 	}
 }
+
+// TestRefusingPodIsSkippedWithoutFailure: a pod that is still listed as
+// ready but has stopped listening (its process got SIGTERM a moment before
+// the EndpointSlice says so, as in every rollout) costs no request: the
+// connection moves to another pod with what the client already sent.
+func TestRefusingPodIsSkippedWithoutFailure(t *testing.T) {
+	h := newHarness(t, webService(), webSlice("a", "b"))
+	h.start(Options{Targets: []TargetSpec{svcTarget(":80")}, Wait: time.Second})
+	h.waitReady(0, "a", "b")
+	addr := h.addr(0)
+	if got := requests(t, addr, 4); got["a"] != 2 || got["b"] != 2 {
+		t.Fatalf("answers before = %v", got)
+	}
+	h.backends["a"].close()
+	got := requests(t, addr, 20)
+	if got["b"] != 20 {
+		t.Fatalf("answers with a refusing = %v, want all 20 from b\nlogs:\n%s", got, h.logs)
+	}
+	if f := h.f.targets[0].stats.failed.Load(); f != 0 {
+		t.Fatalf("failed connections = %d, want 0\nlogs:\n%s", f, h.logs)
+	}
+}

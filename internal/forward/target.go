@@ -244,16 +244,40 @@ func (t *target) onUpdate(v endpointView) {
 	}
 }
 
-// serve forwards one client connection, or refuses it.
+// serve forwards one client connection, or refuses it. When the pod side
+// refuses the connection before answering anything (its process has just
+// stopped listening, as during a rollout), the connection moves to another
+// ready endpoint, replaying what the client already sent, so the client
+// never sees a pod that is going away.
 func (t *target) serve(ctx context.Context, conn net.Conn, pi int) {
 	defer conn.Close()
 	t.stats.total.Add(1)
 	t.stats.open.Add(1)
 	defer t.stats.open.Add(-1)
 
-	tun, ep, err := t.connect(ctx, pi)
-	if err == nil {
-		err = tun.splice(ctx, conn)
+	tried := map[string]bool{}
+	var sent []byte
+	clientDone := false
+	var err error
+	var ep endpoint
+	for {
+		var tun *tunnel
+		tun, ep, err = t.connect(ctx, pi, tried)
+		if err != nil {
+			break
+		}
+		var moved *movedError
+		err = tun.splice(ctx, conn, sent, clientDone)
+		if !errors.As(err, &moved) {
+			break
+		}
+		tried[ep.key()] = true
+		sent, clientDone = moved.sent, moved.clientDone
+		t.log.Debug("pod refused before answering; moving the connection", "pod", ep.key(), "err", moved.pod)
+		if !t.hasOther(pi, tried) {
+			err = moved.pod
+			break
+		}
 	}
 	if err == nil || ctx.Err() != nil {
 		return
@@ -270,14 +294,23 @@ func (t *target) serve(ctx context.Context, conn net.Conn, pi int) {
 	t.log.Warn("refused connection", "client", conn.RemoteAddr().String(), "port", t.spec.Ports[pi].Arg, "err", err)
 }
 
-// connect picks a ready endpoint for target port pi and opens a stream pair
-// to it. Endpoints that cannot be reached are skipped for this connection;
-// while none is left it waits, up to Options.Wait, for the endpoints to change.
-func (t *target) connect(ctx context.Context, pi int) (*tunnel, endpoint, error) {
+// hasOther says whether a ready endpoint not in tried is left for port pi.
+func (t *target) hasOther(pi int, tried map[string]bool) bool {
+	view, gone, _, _ := t.set.snapshot()
+	return gone == "" && len(candidates(view.Ready, pi, tried)) > 0
+}
+
+// connect picks a ready endpoint for target port pi, not one in tried, and
+// opens a stream pair to it. Endpoints that cannot be reached, or whose port
+// refuses, are added to tried; while none is left it waits, up to
+// Options.Wait, for the endpoints to change, except that a refusal by a pod
+// with no other endpoint left is returned at once.
+func (t *target) connect(ctx context.Context, pi int, tried map[string]bool) (*tunnel, endpoint, error) {
 	timer := time.NewTimer(t.f.opts.Wait)
 	defer timer.Stop()
-	tried := map[string]bool{}
 	var lastErr error
+	var refused *podError
+	var refusedBy endpoint
 	backoff := 100 * time.Millisecond
 	waiting := false
 	defer func() {
@@ -299,18 +332,22 @@ func (t *target) connect(ctx context.Context, pi int) (*tunnel, endpoint, error)
 			if ctx.Err() != nil {
 				return nil, ep, ctx.Err()
 			}
-			var pe *podError
-			if errors.As(err, &pe) {
-				// The pod answered: its port refused this connection.
-				return nil, ep, err
-			}
 			if cerr := credentialsError(err, "create", "pods/portforward", ep.Namespace, t.f.opts.ConfigSource); cerr != nil {
 				return nil, ep, cerr
 			}
+			tried[ep.key()] = true
+			if errors.As(err, &refused) {
+				// The pod answered: its port refused this connection.
+				refusedBy = ep
+				t.log.Debug("endpoint refused, trying another", "pod", ep.key(), "err", err)
+				continue
+			}
 			lastErr = fmt.Errorf("pod %s: %w", ep.key(), err)
 			t.log.Debug("endpoint unreachable, trying another", "pod", ep.key(), "err", err)
-			tried[ep.key()] = true
 			continue
+		}
+		if refused != nil {
+			return nil, refusedBy, refused
 		}
 		if !waiting {
 			waiting = true

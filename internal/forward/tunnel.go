@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moby/spdystream"
@@ -378,9 +379,28 @@ type podError struct{ msg string }
 
 func (e *podError) Error() string { return e.msg }
 
+// maxReplay bounds what splice keeps of a client's bytes to replay them to
+// another pod when the first one refuses before answering.
+const maxReplay = 64 << 10
+
+// movedError says that the pod refused the connection before sending a
+// byte: the client is still open, and sent is everything it sent so far
+// (clientDone: and then closed its side), to replay to another pod.
+type movedError struct {
+	pod        *podError
+	sent       []byte
+	clientDone bool
+}
+
+func (e *movedError) Error() string { return "moved: " + e.pod.Error() }
+
 // splice copies between client and the pod until either side is done or ctx
-// ends, then closes client. It returns the pod side's error, if it reported one.
-func (t *tunnel) splice(ctx context.Context, client net.Conn) error {
+// ends, then closes client. replay is written to the pod first (bytes the
+// client sent to a pod that refused), and clientDone says the client had
+// already closed its side. It returns the pod side's error, if it reported
+// one; a *movedError when the pod refused before answering and the client
+// can be moved elsewhere (then client is left open).
+func (t *tunnel) splice(ctx context.Context, client net.Conn, replay []byte, clientDone bool) error {
 	defer t.pool.release(t.pc)
 	defer t.pc.conn.RemoveStreams(t.data, t.errs)
 
@@ -389,14 +409,29 @@ func (t *tunnel) splice(ctx context.Context, client net.Conn) error {
 		msg, _ := io.ReadAll(io.LimitReader(t.errs, 64<<10))
 		errc <- strings.TrimSpace(string(msg))
 	}()
+	var answered atomic.Bool
 	remoteDone := make(chan struct{})
 	go func() {
 		defer close(remoteDone)
-		_, _ = io.Copy(client, t.data)
+		_, _ = io.Copy(client, &firstByte{r: t.data, seen: &answered})
 	}()
+	rec := &recorder{buf: append([]byte(nil), replay...), limit: maxReplay, answered: &answered}
+	rec.done = clientDone
 	localDone := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(t.data, client)
+		if len(replay) > 0 {
+			if _, err := t.data.Write(replay); err != nil {
+				localDone <- nil
+				return
+			}
+		}
+		var err error
+		if !clientDone {
+			_, err = io.Copy(t.data, io.TeeReader(client, rec))
+			if err == nil {
+				rec.markDone()
+			}
+		}
 		// Tell the pod this side sends no more, and keep reading its answer.
 		_ = t.data.Close()
 		localDone <- err
@@ -424,6 +459,34 @@ loop:
 			break loop
 		}
 	}
+	if !gotMsg && !answered.Load() && rec.replayable() && ctx.Err() == nil {
+		// The pod side ended the stream without a byte: its verdict on the
+		// error stream says whether it refused (then move the client) or
+		// just closed.
+		timer := time.NewTimer(errorStreamGrace)
+		select {
+		case podMsg = <-errc:
+			gotMsg = true
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		timer.Stop()
+	}
+	if gotMsg && podMsg != "" && !answered.Load() && rec.replayable() && ctx.Err() == nil {
+		// Stop reading from the client without closing it, so that its
+		// connection can go on to another pod.
+		_ = client.SetReadDeadline(time.Now())
+		_ = t.data.Reset()
+		<-remoteDone
+		if local != nil {
+			<-local
+		}
+		_ = client.SetReadDeadline(time.Time{})
+		if !answered.Load() && rec.replayable() {
+			sent, done := rec.snapshot()
+			return &movedError{pod: &podError{msg: podMsg}, sent: sent, clientDone: done}
+		}
+	}
 	_ = client.Close()
 	// Reset unblocks a copy stuck on the stream and drops unsent data, so
 	// that the error stream can still deliver its message.
@@ -449,6 +512,63 @@ loop:
 		return &podError{msg: podMsg}
 	}
 	return nil
+}
+
+// firstByte notes when the pod has answered anything.
+type firstByte struct {
+	r    io.Reader
+	seen *atomic.Bool
+}
+
+func (f *firstByte) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if n > 0 {
+		f.seen.Store(true)
+	}
+	return n, err
+}
+
+// recorder keeps the client's bytes until the pod answers, up to limit.
+type recorder struct {
+	mu       sync.Mutex
+	buf      []byte
+	limit    int
+	overflow bool
+	done     bool
+	answered *atomic.Bool
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.answered.Load() {
+		return len(p), nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.buf)+len(p) > r.limit {
+		r.overflow = true
+		r.buf = nil
+	} else if !r.overflow {
+		r.buf = append(r.buf, p...)
+	}
+	return len(p), nil
+}
+
+func (r *recorder) markDone() {
+	r.mu.Lock()
+	r.done = true
+	r.mu.Unlock()
+}
+
+func (r *recorder) replayable() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.overflow
+}
+
+func (r *recorder) snapshot() ([]byte, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]byte(nil), r.buf...), r.done
 }
 
 // readPodError reads what the pod side wrote on an error stream, giving up
