@@ -31,6 +31,6 @@ Use the real kubectl with the kubeconfig that 'berth server' writes.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCommand(), newForwardCommand(), newVersionCommand())
+	root.AddCommand(newServerCommand(), newAgentCommand(), newForwardCommand(), newCleanupCommand(), newVersionCommand(), newShimCommand(), newAgnhostCommand())
 	return root
 }

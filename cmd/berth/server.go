@@ -6,6 +6,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -73,6 +74,12 @@ the data dir, and writes an admin kubeconfig to <data-dir>/kubeconfig:
 	f.StringSliceVar(&cfg.NodePortAddresses, "nodeport-addresses", []string{"127.0.0.1"}, "IPs NodePorts listen on, comma-separated (0.0.0.0 for all)")
 	f.StringVar(&cfg.ProxyMode, "proxy-mode", "userspace", "Service proxy implementation: userspace")
 	f.StringVar(&cfg.NodeName, "node-name", "", "name of this node (default: the hostname)")
+	f.StringVar(&cfg.AgentBindAddress, "agent-bind-address", "127.0.0.1", "IP address the node agent serves logs, exec and port-forward on")
+	f.IntVar(&cfg.AgentPort, "agent-port", 10250, "HTTPS port of the node agent (0: any free port)")
+	f.DurationVar(&cfg.RestartBackoffBase, "restart-backoff-base", 10*time.Second, "first crash-loop back-off delay of a failing container; doubles up to --restart-backoff-max")
+	f.DurationVar(&cfg.RestartBackoffMax, "restart-backoff-max", 300*time.Second, "longest crash-loop back-off delay")
+	_ = f.MarkHidden("restart-backoff-base")
+	_ = f.MarkHidden("restart-backoff-max")
 	f.StringVar(&cfg.NodePortRange, "service-node-port-range", "30000-32767", "port range NodePorts are allocated from")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringSliceVar(&cfg.Disable, "disable", nil, "components not to run, comma-separated: controllers, scheduler, agent, proxy")

@@ -209,11 +209,13 @@ func (s *Server) withLimits(next http.Handler) http.Handler {
 			timeout := s.cfg.RequestTimeout
 			if v := r.URL.Query().Get("timeout"); v != "" {
 				d, err := time.ParseDuration(v)
-				if err != nil || d <= 0 {
+				if err != nil {
 					writeError(w, apierrors.NewBadRequest(fmt.Sprintf("invalid timeout %q: a duration like 30s is expected", v)))
 					return
 				}
-				if d < timeout {
+				// As Kubernetes: 0 (or less) means no timeout of the
+				// client's own, so the server's applies.
+				if d > 0 && d < timeout {
 					timeout = d
 				}
 			}

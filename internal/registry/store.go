@@ -97,6 +97,11 @@ func (s *Store) notFound(name string) error {
 }
 
 func (s *Store) internal(err error) error {
+	// A request that ran out of its time is a 504 Timeout, as the Kubernetes
+	// API server's timeout filter answers it, not a 500.
+	if errors.Is(err, context.DeadlineExceeded) {
+		return apierrors.NewTimeoutError("request did not complete within requested timeout - context deadline exceeded", 0)
+	}
 	return apierrors.NewInternalError(err)
 }
 
@@ -165,7 +170,8 @@ func (s *Store) Create(ctx context.Context, ns string, obj runtime.Object, opts 
 	}
 	for attempt := 0; ; attempt++ {
 		rev, err := s.storage.Create(ctx, s.key(ns, m.GetName()), data, s.Kind.TTL)
-		if errors.Is(err, storage.ErrExists) && generated && attempt < 8 {
+		// Kubernetes makes 8 attempts in all (maxNameGenerationCreateAttempts).
+		if errors.Is(err, storage.ErrExists) && generated && attempt < 7 {
 			m.SetName(generateName(m.GetGenerateName()))
 			// Allocations are recorded under the object's name (a Service's
 			// owner is namespace/name/uid): claim them again for the new

@@ -60,6 +60,14 @@ type Config struct {
 	ProxyMode         string
 	// NodeName is the name of the local node (default: the hostname).
 	NodeName string
+	// AgentBindAddress and AgentPort are where the node agent serves logs,
+	// exec and port-forward to the API server (port 0: any free port).
+	AgentBindAddress string
+	AgentPort        int
+	// RestartBackoffBase and RestartBackoffMax bound the agent's
+	// crash-loop back-off (kubelet: 10s doubling to 5m).
+	RestartBackoffBase time.Duration
+	RestartBackoffMax  time.Duration
 
 	// Disable names components not to run: controllers, scheduler, agent,
 	// proxy.
@@ -125,6 +133,21 @@ func (c *Config) defaults() error {
 	}
 	if len(c.NodePortAddresses) == 0 {
 		c.NodePortAddresses = []string{"127.0.0.1"}
+	}
+	if c.AgentBindAddress == "" {
+		c.AgentBindAddress = "127.0.0.1"
+	}
+	if c.AgentPort < 0 || c.AgentPort > 65535 {
+		return fmt.Errorf("--agent-port %d is not between 0 and 65535", c.AgentPort)
+	}
+	if c.RestartBackoffBase <= 0 {
+		c.RestartBackoffBase = defaultBackoffBase
+	}
+	if c.RestartBackoffMax <= 0 {
+		c.RestartBackoffMax = defaultBackoffMax
+	}
+	if c.RestartBackoffMax < c.RestartBackoffBase {
+		c.RestartBackoffMax = c.RestartBackoffBase
 	}
 	if c.ProxyMode == "" {
 		c.ProxyMode = "userspace"
@@ -298,6 +321,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.enabled("controllers") {
 		if err := startControllers(g, cfg, client, restCfg, log); err != nil {
+			return fail(err)
+		}
+	}
+	if cfg.enabled("agent") {
+		if err := startAgent(g, cfg, client, bundle); err != nil {
 			return fail(err)
 		}
 	}

@@ -106,11 +106,26 @@ func startServer(t testing.TB, extra ...string) *server {
 	if !hasFlag(extra, "--pod-network") {
 		extra = append([]string{"--pod-network", "loopback"}, extra...)
 	}
+	if !hasFlag(extra, "--agent-port") {
+		// Tests run servers side by side: let each agent pick a free port.
+		extra = append([]string{"--agent-port", "0"}, extra...)
+	}
 	s := &server{t: t, DataDir: t.TempDir(), Port: freePort(t), Args: extra, cacheDir: t.TempDir()}
 	s.Kubeconfig = filepath.Join(s.DataDir, "kubeconfig")
 	s.start()
-	t.Cleanup(s.Stop)
+	t.Cleanup(s.shutdown)
 	return s
+}
+
+// shutdown stops the server and then removes the pods it leaves running on
+// purpose (for adoption by the next start): no test leaves a process or a
+// network namespace behind.
+func (s *server) shutdown() {
+	s.Stop()
+	out, err := exec.Command(berthBin, "cleanup", "--data-dir", s.DataDir).CombinedOutput()
+	if err != nil {
+		s.t.Errorf("berth cleanup: %v\n%s", err, out)
+	}
 }
 
 func (s *server) start() {

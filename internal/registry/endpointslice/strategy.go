@@ -172,17 +172,25 @@ func (strategy) Row(obj runtime.Object, now time.Time) []interface{} {
 	return []interface{}{s.Name, string(s.AddressType), formatPorts(s.Ports), formatEndpoints(s.Endpoints, 3), registry.Age(s.CreationTimestamp, now)}
 }
 
+// formatPorts is kubectl's PORTS column: up to three ports (a port without
+// a number shows its name, or "*"), then "+ N more...".
 func formatPorts(ports []discoveryv1.EndpointPort) string {
 	if len(ports) == 0 {
 		return "<unset>"
 	}
 	var out []string
 	for _, p := range ports {
-		if p.Port == nil {
-			out = append(out, "<unset>")
-			continue
+		if len(out) == 3 {
+			return strings.Join(out, ",") + fmt.Sprintf(" + %d more...", len(ports)-3)
 		}
-		out = append(out, strconv.Itoa(int(*p.Port)))
+		switch {
+		case p.Port != nil:
+			out = append(out, strconv.Itoa(int(*p.Port)))
+		case p.Name != nil:
+			out = append(out, *p.Name)
+		default:
+			out = append(out, "*")
+		}
 	}
 	return strings.Join(out, ",")
 }

@@ -113,9 +113,10 @@ func Status(n *corev1.Node) string {
 	s := "Unknown"
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
+			// As kubectl: any Ready status but True (False or Unknown) is NotReady.
 			if c.Status == corev1.ConditionTrue {
 				s = "Ready"
-			} else if c.Status == corev1.ConditionFalse {
+			} else {
 				s = "NotReady"
 			}
 		}
@@ -128,14 +129,18 @@ func Status(n *corev1.Node) string {
 
 func roles(n *corev1.Node) string {
 	var rs []string
+	seen := map[string]bool{} // kubectl shows a role named twice once
 	for k, v := range n.Labels {
+		r := ""
 		switch {
 		case strings.HasPrefix(k, "node-role.kubernetes.io/"):
-			if r := strings.TrimPrefix(k, "node-role.kubernetes.io/"); r != "" {
-				rs = append(rs, r)
-			}
-		case k == "kubernetes.io/role" && v != "":
-			rs = append(rs, v)
+			r = strings.TrimPrefix(k, "node-role.kubernetes.io/")
+		case k == "kubernetes.io/role":
+			r = v
+		}
+		if r != "" && !seen[r] {
+			seen[r] = true
+			rs = append(rs, r)
 		}
 	}
 	if len(rs) == 0 {

@@ -81,11 +81,34 @@ func Summarize(p *corev1.Pod, now time.Time) Summary {
 			lastRestart = t.FinishedAt.Time
 		}
 	}
+	// As kubectl: sidecars (init containers with restartPolicy Always) count
+	// as containers, and once the pod is initialized only their restarts,
+	// not those of the other init containers, add to the main containers'.
+	sidecars := map[string]bool{}
+	for _, c := range p.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			sidecars[c.Name] = true
+			total++
+		}
+	}
+	sidecarRestarts := 0
+	var lastSidecarRestart time.Time
 	initializing := false
 	for i, cs := range p.Status.InitContainerStatuses {
 		noteRestart(cs)
+		if sidecars[cs.Name] {
+			sidecarRestarts += int(cs.RestartCount)
+			if t := cs.LastTerminationState.Terminated; t != nil && t.FinishedAt.After(lastSidecarRestart) {
+				lastSidecarRestart = t.FinishedAt.Time
+			}
+		}
 		switch {
 		case cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0:
+			continue
+		case sidecars[cs.Name] && cs.Started != nil && *cs.Started:
+			if cs.Ready {
+				ready++
+			}
 			continue
 		case cs.State.Terminated != nil:
 			t := cs.State.Terminated
@@ -105,12 +128,8 @@ func Summarize(p *corev1.Pod, now time.Time) Summary {
 		initializing = true
 		break
 	}
-	if !initializing {
-		restarts = 0
-		lastRestart = time.Time{}
-		for _, cs := range p.Status.InitContainerStatuses {
-			noteRestart(cs)
-		}
+	if !initializing || initialized(p) {
+		restarts, lastRestart = sidecarRestarts, lastSidecarRestart
 		hasRunning := false
 		for i := len(p.Status.ContainerStatuses) - 1; i >= 0; i-- {
 			cs := p.Status.ContainerStatuses[i]
@@ -148,4 +167,13 @@ func Summarize(p *corev1.Pod, now time.Time) Summary {
 		r = fmt.Sprintf("%d (%s ago)", restarts, registry.Age(metav1.NewTime(lastRestart), now))
 	}
 	return Summary{Ready: ready, Total: total, Reason: reason, Restarts: r}
+}
+
+func initialized(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodInitialized && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
 }

@@ -241,6 +241,14 @@ func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64, progres
 					continue
 				}
 				for _, ev := range resp.Events {
+					if ev.PrevKv == nil && !ev.IsCreate() {
+						// An update or delete replayed from history whose
+						// previous value is compacted away: what changed
+						// (and a deleted object itself) is lost, so the
+						// watcher must relist, as from a compacted revision.
+						send(storage.Event{Type: storage.EventError, Err: storage.ErrCompacted})
+						return
+					}
 					e := storage.Event{Key: string(ev.Kv.Key), Revision: ev.Kv.ModRevision}
 					if ev.PrevKv != nil {
 						e.PrevValue = ev.PrevKv.Value

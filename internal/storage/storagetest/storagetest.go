@@ -207,4 +207,30 @@ func RunCompaction(t *testing.T, s storage.Interface, compact func(rev int64) er
 	case <-time.After(10 * time.Second):
 		t.Fatal("watch from compacted revision: no error")
 	}
+	// From r1 the watch may start (r2 is kept), but the update at r2 lost its
+	// previous value to the compaction: a watch must not report it as if it
+	// were a create.
+	ch = s.Watch(ctx, p, r1, 0)
+	select {
+	case ev := <-ch:
+		if ev.Type != storage.EventError || !errors.Is(ev.Err, storage.ErrCompacted) {
+			t.Fatalf("watch replaying an update whose previous value is compacted: got %+v, want ErrCompacted", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch from the compaction boundary: no event")
+	}
+	// An update after the compaction still carries its previous value.
+	rev, _ := s.Revision(ctx)
+	live := s.Watch(ctx, p, rev, 0)
+	if _, err := s.Update(ctx, p+"a", []byte("3"), r2); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-live:
+		if ev.Type != storage.EventPut || string(ev.Value) != "3" || string(ev.PrevValue) != "2" {
+			t.Fatalf("update after compaction: %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event for an update after compaction")
+	}
 }

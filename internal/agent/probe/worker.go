@@ -1,0 +1,80 @@
+package probe
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// WorkerConfig configures one probe of one running container.
+type WorkerConfig struct {
+	Kind   Kind
+	Probe  *corev1.Probe
+	Target Target
+	Prober *Prober
+	// StartedAt is when the container started; initialDelaySeconds counts
+	// from it.
+	StartedAt time.Time
+	// Initial is the state before the first attempt (see NewTracker).
+	Initial Result
+	// Gate, when set, is asked before each attempt, which is skipped while
+	// it returns false: liveness and readiness wait for the startup probe.
+	Gate func() bool
+	// Report is called from the worker's goroutine after every attempt.
+	Report func(Report)
+}
+
+// Report is what a worker says after an attempt.
+type Report struct {
+	Kind    Kind
+	Attempt Result // this attempt
+	Output  string // its output or failure message
+	State   Result // the probe's state after it
+	Changed bool   // whether State changed with this attempt
+}
+
+// Run probes until ctx ends. A liveness or startup probe stops once it
+// reaches Failure (the container is about to be restarted), and a startup
+// probe stops once it reaches Success (it never runs again for this
+// container).
+func Run(ctx context.Context, cfg WorkerConfig) {
+	p := cfg.Probe
+	if p == nil || cfg.Prober == nil {
+		return
+	}
+	period := time.Duration(max(p.PeriodSeconds, 1)) * time.Second
+	timeout := time.Duration(max(p.TimeoutSeconds, 1)) * time.Second
+	tr := NewTracker(p, cfg.Initial)
+
+	// The first attempt is due initialDelaySeconds after the start, then
+	// one every period.
+	next := cfg.StartedAt.Add(time.Duration(max(p.InitialDelaySeconds, 0)) * time.Second)
+	timer := time.NewTimer(max(time.Until(next), 0))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		timer.Reset(period)
+		if cfg.Gate != nil && !cfg.Gate() {
+			continue
+		}
+		res, out := cfg.Prober.Do(ctx, &p.ProbeHandler, timeout, cfg.Target)
+		if ctx.Err() != nil {
+			return
+		}
+		state, changed := tr.Observe(res)
+		if cfg.Report != nil {
+			cfg.Report(Report{Kind: cfg.Kind, Attempt: res, Output: out, State: state, Changed: changed})
+		}
+		switch {
+		case cfg.Kind != Readiness && state == Failure:
+			return
+		case cfg.Kind == Startup && state == Success:
+			return
+		}
+	}
+}
