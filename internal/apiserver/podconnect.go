@@ -67,11 +67,17 @@ func (s *Server) servePodConnect(w http.ResponseWriter, r *http.Request, info re
 		}
 		path = fmt.Sprintf("/portForward/%s/%s", pod.Namespace, pod.Name)
 	}
+	tunnel := false
 	if isWebSocketTunnel(r) {
-		// kubectl 1.32 first tries a WebSocket tunnel and falls back to
-		// SPDY on any answer other than 101; berth's agents speak SPDY.
-		writeError(w, apierrors.NewBadRequest("WebSocket streaming is not supported by berth; use SPDY (kubectl falls back to it by itself)"))
-		return
+		// kubectl 1.32 first tries WebSockets and falls back to SPDY on any
+		// answer other than 101. berth relays the port-forward tunnel
+		// (SPDY inside WebSocket) to the agent; exec over WebSocket is
+		// answered 400, and kubectl then uses SPDY.
+		if info.Subresource != "portforward" || !wantsSPDYTunnel(r) {
+			writeError(w, apierrors.NewBadRequest("this WebSocket protocol is not supported by berth; use SPDY (kubectl falls back to it by itself)"))
+			return
+		}
+		tunnel = true
 	}
 	if pod.Spec.NodeName == "" {
 		writeError(w, apierrors.NewBadRequest(fmt.Sprintf("pod %s does not have a host assigned", pod.Name)))
@@ -90,6 +96,10 @@ func (s *Server) servePodConnect(w http.ResponseWriter, r *http.Request, info re
 	loc.Path = path
 	q.Set("podUID", string(pod.UID))
 	loc.RawQuery = q.Encode()
+	if tunnel {
+		s.serveSPDYTunnel(w, r, &loc, transport)
+		return
+	}
 	h := proxy.NewUpgradeAwareHandler(&loc, transport, false, info.Subresource != "log", errorResponder{})
 	h.UseLocationHost = true
 	h.ServeHTTP(w, r)

@@ -67,3 +67,12 @@ func writeStatus(w http.ResponseWriter, st *metav1.Status) {
 func statusFor(code int, reason metav1.StatusReason, msg string) *metav1.Status {
 	return &metav1.Status{Status: metav1.StatusFailure, Code: int32(code), Reason: reason, Message: msg}
 }
+
+// decodeStatus reads a Status error from a JSON body, or returns nil.
+func decodeStatus(body []byte) error {
+	var st metav1.Status
+	if err := json.Unmarshal(body, &st); err != nil || st.Kind != "Status" || st.Code == 0 {
+		return nil
+	}
+	return &apierrors.StatusError{ErrStatus: st}
+}

@@ -179,11 +179,17 @@ func New(cfg Config) (*Network, error) {
 		n.hostIP = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 		reserved = append(reserved, n.hostIP)
 	}
-	a, err := ipam.New(ipam.Config{
+	ic := ipam.Config{
 		Dir:      filepath.Join(cfg.StateDir, mode),
 		Prefix:   prefix,
 		Reserved: reserved,
-	})
+	}
+	if mode == ModeLoopback {
+		// 127.x addresses are shared by everything on the host: skip those
+		// another berth's pods (or anyone else) already listen on.
+		ic.InUse = boundLoopbackAddrs
+	}
+	a, err := ipam.New(ic)
 	if err != nil {
 		return nil, fmt.Errorf("pod network: %w", err)
 	}

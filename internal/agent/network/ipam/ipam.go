@@ -42,6 +42,10 @@ type Config struct {
 	Prefix netip.Prefix
 	// Reserved addresses are never handed out (e.g. the gateway).
 	Reserved []netip.Addr
+	// InUse, when set, is asked before an address is handed out; an address
+	// it reports in use by someone else (another berth on the same host, in
+	// loopback mode) is skipped. Called with the allocator's lock held.
+	InUse func() map[netip.Addr]bool
 }
 
 // Allocation is one address and who holds it.
@@ -60,6 +64,7 @@ type Allocator struct {
 	dir      string
 	prefix   netip.Prefix
 	reserved map[netip.Addr]bool
+	inUse    func() map[netip.Addr]bool
 
 	mu     sync.Mutex
 	lock   *os.File                  // guarded by mu; nil after Close
@@ -97,6 +102,7 @@ func New(cfg Config) (*Allocator, error) {
 	for _, r := range cfg.Reserved {
 		a.reserved[r.Unmap()] = true
 	}
+	a.inUse = cfg.InUse
 	if err := a.load(); err != nil {
 		_ = unlockDir(lock)
 		return nil, fmt.Errorf("ipam: load %s: %w", cfg.Dir, err)
@@ -209,6 +215,10 @@ func (a *Allocator) Allocate(owner, note string) (Allocation, bool, error) {
 		return a.byIP[ip], false, nil
 	}
 
+	var inUse map[netip.Addr]bool
+	if a.inUse != nil {
+		inUse = a.inUse()
+	}
 	base := addrToUint(a.prefix.Addr())
 	size := uint64(1) << (32 - a.prefix.Bits())
 	start := uint64(0)
@@ -220,7 +230,7 @@ func (a *Allocator) Allocate(owner, note string) (Allocation, bool, error) {
 		if !a.usable(ip) {
 			continue
 		}
-		if _, taken := a.byIP[ip]; taken {
+		if _, taken := a.byIP[ip]; taken || inUse[ip] {
 			continue
 		}
 		created, err := a.writeRecord(ip, owner, note)
