@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -51,6 +52,12 @@ func decodeInto(r *http.Request, data []byte, gvk schema.GroupVersionKind, into 
 	if len(strings.TrimSpace(string(data))) == 0 {
 		return nil, apierrors.NewBadRequest("the request body is empty; send a " + gvk.Kind + " object")
 	}
+	if loc := hugeExponent.FindIndex(data); loc != nil && !strings.HasPrefix(r.Header.Get("Content-Type"), contentTypeProtobuf) {
+		// apimachinery's Quantity parser and comparisons take time and
+		// memory that grow with the exponent (a known upstream problem);
+		// no valid Kubernetes value needs one this large.
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the value %s has an exponent too large for a Kubernetes quantity or number (at most 3 digits)", truncate(strings.Trim(string(data[loc[0]:loc[1]]), "\"': \t,}]\n"), 40)))
+	}
 	var ser runtime.Decoder = strictJSON
 	ct := r.Header.Get("Content-Type")
 	switch {
@@ -89,6 +96,19 @@ func decodeInto(r *http.Request, data []byte, gvk schema.GroupVersionKind, into 
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("decoded %T, expected %T", obj, into))
 	}
 	return warnings, nil
+}
+
+// hugeExponent matches a whole JSON or YAML scalar (a quoted string, or a
+// value after a colon) that is a number whose exponent has four digits or
+// more. It is anchored to whole values so that hex in UIDs and image
+// digests never matches. Protobuf bodies are not checked.
+var hugeExponent = regexp.MustCompile(`(?:["']|":[ \t]*|:[ \t]+)[+-]?[0-9]*\.?[0-9]+[eE][+-]?0*[1-9][0-9]{3,}(?:["'\s,}\]]|$)`)
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 func looksLikeJSON(data []byte) bool {
