@@ -178,6 +178,30 @@ func TestDeployments(t *testing.T) {
 		s.mustKubectl("delete", "deploy", "hello")
 	})
 
+	t.Run("CascadeOrphanThenForeground", func(t *testing.T) {
+		s.mustKubectl("create", "deployment", "keep", "--image=registry.k8s.io/e2e-test-images/agnhost:2.53", "--replicas=1", "--", "/agnhost", "netexec", "--http-port=3400")
+		var rs string
+		eventually(t, 60*time.Second, "deployment keep ready", func() (bool, string) {
+			rs = strings.TrimSpace(s.mustKubectl("get", "rs", "-l", "app=keep", "-o", "name"))
+			out := s.mustKubectl("get", "deploy", "keep", "-o", "jsonpath={.status.readyReplicas}")
+			return out == "1" && rs != "", out + " " + rs
+		})
+		s.mustKubectl("delete", "deploy", "keep", "--cascade=orphan", "--wait=true")
+		// The ReplicaSet and its pod stay, released by their gone owner.
+		eventually(t, 30*time.Second, "the orphaned ReplicaSet to lose its owner", func() (bool, string) {
+			out, _, err := s.kubectl("get", rs, "-o", "jsonpath={.metadata.ownerReferences}")
+			return err == nil && strings.TrimSpace(out) == "", out
+		})
+		if p := readyPods(t, s, "app=keep"); len(p) != 1 {
+			t.Fatalf("orphaned pods: %v", p)
+		}
+		s.mustKubectl("delete", rs, "--cascade=foreground", "--wait=true", "--timeout=60s")
+		eventually(t, 60*time.Second, "the ReplicaSet's pods to be gone", func() (bool, string) {
+			out := s.mustKubectl("get", "pods", "-l", "app=keep", "-o", "name")
+			return strings.TrimSpace(out) == "", out
+		})
+	})
+
 	t.Run("DeleteLeavesNothing", func(t *testing.T) {
 		pods := readyPods(t, s, "app=web")
 		s.mustKubectl("delete", "deploy", "web", "--wait=true")
