@@ -72,7 +72,7 @@ the data dir, and writes an admin kubeconfig to <data-dir>/kubeconfig:
 	f.StringVar(&cfg.ServiceCIDR, "service-cidr", "", "range Service cluster IPs are allocated from (default 10.96.0.0/12 with netns, 127.96.0.0/16 with loopback)")
 	f.StringVar(&cfg.LBPool, "lb-pool", "", "LoadBalancer IPs, as CIDRs or start-end ranges, comma-separated (default 10.250.0.0/24 with netns, 127.250.0.0/24 with loopback)")
 	f.StringSliceVar(&cfg.NodePortAddresses, "nodeport-addresses", []string{"127.0.0.1"}, "IPs NodePorts listen on, comma-separated (0.0.0.0 for all)")
-	f.StringVar(&cfg.ProxyMode, "proxy-mode", "userspace", "Service proxy implementation: userspace")
+	f.StringVar(&cfg.ProxyMode, "proxy-mode", "userspace", "Service proxy: userspace (a TCP/UDP proxy, the default) or nftables (kernel DNAT; needs root)")
 	f.StringVar(&cfg.NodeName, "node-name", "", "name of this node (default: the hostname)")
 	f.StringVar(&cfg.AgentBindAddress, "agent-bind-address", "127.0.0.1", "IP address the node agent serves logs, exec and port-forward on")
 	f.IntVar(&cfg.AgentPort, "agent-port", 10250, "HTTPS port of the node agent (0: any free port)")

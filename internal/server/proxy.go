@@ -2,23 +2,42 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/berth-project/berth/internal/proxy"
+	"github.com/berth-project/berth/internal/proxy/nftables"
 	"github.com/berth-project/berth/internal/proxy/userspace"
 	"github.com/berth-project/berth/internal/proxy/vip"
 )
 
 // startProxy runs the Service proxy (--proxy-mode) as an API client.
 func startProxy(g *group, cfg Config, client kubernetes.Interface, reg prometheus.Registerer, log *slog.Logger) error {
-	if cfg.ProxyMode != "userspace" {
-		return fmt.Errorf("--proxy-mode %q: the supported mode is userspace", cfg.ProxyMode)
+	switch cfg.ProxyMode {
+	case "nftables":
+		p, err := nftables.New(nftables.Config{Client: client, NodeName: cfg.NodeName, NodePortAddresses: cfg.NodePortAddresses, Logger: log})
+		if err != nil {
+			return fmt.Errorf("--proxy-mode=nftables: %w", err)
+		}
+		g.Go("proxy", p.Run)
+		return nil
+	case "userspace":
+		// A table left by a crashed nftables run would DNAT ahead of the
+		// userspace proxy.
+		if removed, err := nftables.CleanupLeftovers(""); removed {
+			log.Info("removed a leftover nftables table of berth")
+		} else if err != nil && !errors.Is(err, os.ErrPermission) {
+			log.Debug("nftables leftover check", "err", err)
+		}
+	default:
+		return fmt.Errorf("--proxy-mode %q: the supported modes are userspace (default) and nftables", cfg.ProxyMode)
 	}
 	var addrs proxy.AddressManager = vip.Loopback{}
 	var nl *vip.Netlink

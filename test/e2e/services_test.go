@@ -21,7 +21,7 @@ import (
 // TestSeedScenarioLoopback is the scenario berth exists for, in loopback mode.
 func TestSeedScenarioLoopback(t *testing.T) {
 	s := startServer(t, "--pod-network", "loopback")
-	seedScenario(t, s)
+	seedScenario(t, s, nil)
 }
 
 // TestSeedScenarioNetNS is the same scenario with a network namespace per
@@ -31,12 +31,35 @@ func TestSeedScenarioNetNS(t *testing.T) {
 		return
 	}
 	s := startServer(t, "--pod-network", "netns")
-	seedScenario(t, s)
+	seedScenario(t, s, nil)
 }
 
-func seedScenario(t *testing.T, s *server) {
+// TestSeedScenarioNFTables runs the scenario with the opt-in kernel proxy,
+// in a network namespace this test creates (never on the host's ruleset).
+func TestSeedScenarioNFTables(t *testing.T) {
+	if !runInNewNetNS(t) {
+		return
+	}
+	s := startServer(t, "--pod-network", "netns", "--proxy-mode", "nftables")
+	seedScenario(t, s, func() {
+		// This namespace has no default route, and a local connect() needs
+		// a route before netfilter sees the packet: route the service
+		// range to lo, with the bridge gateway as source so that replies
+		// from pods come back (a host with a default route needs nothing).
+		if out, err := exec.Command("ip", "route", "add", "10.96.0.0/12", "dev", "lo", "src", "10.244.0.1").CombinedOutput(); err != nil {
+			t.Fatalf("ip route add: %v %s", err, out)
+		}
+	})
+}
+
+// seedScenario is the seed demo as a test. afterPods, when set, runs once
+// the first pods are up (their bridge exists).
+func seedScenario(t *testing.T, s *server, afterPods func()) {
 	s.mustKubectl("apply", "-f", filepath.Join(examplesDir(), "pods.yaml"), "-f", filepath.Join(examplesDir(), "service.yaml"))
 	waitPodsReady(t, s, "foo", "bar")
+	if afterPods != nil {
+		afterPods()
+	}
 	ip := s.mustKubectl("get", "svc", "demo", "-o", "jsonpath={.spec.clusterIP}")
 	port := s.mustKubectl("get", "svc", "demo", "-o", "jsonpath={.spec.ports[0].port}")
 	if ip == "" || port != "8080" {

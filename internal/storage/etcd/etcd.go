@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -21,6 +22,9 @@ import (
 type Store struct {
 	client *clientv3.Client
 	log    *slog.Logger
+
+	// lastProgress is when a watch last asked etcd for progress (unix ns).
+	lastProgress atomic.Int64
 
 	leaseMu sync.Mutex // guards lease and leaseExpiry
 	lease   clientv3.LeaseID
@@ -203,10 +207,14 @@ func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64, progres
 			case <-ctx.Done():
 				return
 			case <-tick:
-				// Ask etcd to tell this watch how far it has got; the answer
-				// arrives as an empty response with a header revision.
-				if err := s.client.RequestProgress(ctx); err != nil && ctx.Err() == nil {
-					s.log.Debug("etcd watch progress request failed", "prefix", prefix, "err", err)
+				// Ask etcd to tell the watches how far they have got; the
+				// answer arrives as an empty response with a header
+				// revision. One request reaches every watch of the client,
+				// so the watches take turns instead of each asking.
+				if s.progressDue(progressEvery) {
+					if err := s.client.RequestProgress(ctx); err != nil && ctx.Err() == nil {
+						s.log.Debug("etcd watch progress request failed", "prefix", prefix, "err", err)
+					}
 				}
 				// etcd answers only once the store has moved past the watch's
 				// start (its startRev is fromRev+1), so on an idle store no
@@ -268,6 +276,17 @@ func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64, progres
 		}
 	}()
 	return out
+}
+
+// progressDue says whether this watch should send the shared progress
+// request now: at most one per half interval for the whole client.
+func (s *Store) progressDue(every time.Duration) bool {
+	now := time.Now().UnixNano()
+	last := s.lastProgress.Load()
+	if now-last < int64(every/2) {
+		return false
+	}
+	return s.lastProgress.CompareAndSwap(last, now)
 }
 
 // leaseFor returns a lease that outlives ttl, sharing one lease between keys
