@@ -38,6 +38,14 @@ type Report struct {
 // reaches Failure (the container is about to be restarted), and a startup
 // probe stops once it reaches Success (it never runs again for this
 // container).
+//
+// Until a readiness or startup probe has first succeeded, a failed attempt
+// is looked at again after a short delay (fastRetry) instead of a whole
+// period, for at most one period, and such quick attempts do not count
+// towards failureThreshold. The kubelet waits a whole period after a first
+// failed attempt, so a container that starts listening a few milliseconds
+// after it starts is Ready only a period later; berth makes it Ready
+// within milliseconds of serving, with the same failure budget.
 func Run(ctx context.Context, cfg WorkerConfig) {
 	p := cfg.Probe
 	if p == nil || cfg.Prober == nil {
@@ -46,6 +54,8 @@ func Run(ctx context.Context, cfg WorkerConfig) {
 	period := time.Duration(max(p.PeriodSeconds, 1)) * time.Second
 	timeout := time.Duration(max(p.TimeoutSeconds, 1)) * time.Second
 	tr := NewTracker(p, cfg.Initial)
+	fast := cfg.Kind != Liveness && cfg.Initial != Success
+	var fastUntil time.Time
 
 	// The first attempt is due initialDelaySeconds after the start, then
 	// one every period.
@@ -58,14 +68,25 @@ func Run(ctx context.Context, cfg WorkerConfig) {
 			return
 		case <-timer.C:
 		}
-		timer.Reset(period)
 		if cfg.Gate != nil && !cfg.Gate() {
+			timer.Reset(period)
 			continue
 		}
 		res, out := cfg.Prober.Do(ctx, &p.ProbeHandler, timeout, cfg.Target)
 		if ctx.Err() != nil {
 			return
 		}
+		if fast && res != Success {
+			if fastUntil.IsZero() {
+				fastUntil = time.Now().Add(period)
+			}
+			if d := fastRetry(&p.ProbeHandler); time.Now().Add(d).Before(fastUntil) {
+				timer.Reset(d)
+				continue // a quick look, not counted
+			}
+		}
+		fast = false
+		timer.Reset(period)
 		state, changed := tr.Observe(res)
 		if cfg.Report != nil {
 			cfg.Report(Report{Kind: cfg.Kind, Attempt: res, Output: out, State: state, Changed: changed})
@@ -77,4 +98,13 @@ func Run(ctx context.Context, cfg WorkerConfig) {
 			return
 		}
 	}
+}
+
+// fastRetry is how soon a probe that has not yet succeeded looks again:
+// network probes are cheap, an exec probe starts a process.
+func fastRetry(h *corev1.ProbeHandler) time.Duration {
+	if h.Exec != nil {
+		return 100 * time.Millisecond
+	}
+	return 20 * time.Millisecond
 }

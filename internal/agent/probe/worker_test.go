@@ -97,3 +97,40 @@ func TestRunGate(t *testing.T) {
 		t.Fatalf("reports %+v", reports)
 	}
 }
+
+// TestRunReadinessLooksAgainQuicklyUntilFirstSuccess: a container that is
+// not serving at its first readiness attempt is seen Ready as soon as it
+// serves, not a whole period later, and the quick failed looks do not count.
+func TestRunReadinessLooksAgainQuicklyUntilFirstSuccess(t *testing.T) {
+	p := execProbe(0, 3)
+	p.PeriodSeconds = 10
+	ex := &scriptExec{codes: []int{1, 1, 1, 0}}
+	start := time.Now()
+	reports := collect(Readiness, p, ex, Failure, start, nil, 2*time.Second)
+	if len(reports) != 1 || reports[0].State != Success {
+		t.Fatalf("reports %+v, want one counted attempt, a success", reports)
+	}
+	ex.mu.Lock()
+	calls := append([]time.Time(nil), ex.calls...)
+	ex.mu.Unlock()
+	if len(calls) < 4 {
+		t.Fatalf("%d attempts, want the failures and then the success", len(calls))
+	}
+	if d := calls[3].Sub(start); d > time.Second {
+		t.Fatalf("ready after %s with a 10s period: the quick looks did not happen", d)
+	}
+}
+
+// A liveness probe keeps the kubelet's timing: no quick looks.
+func TestRunLivenessHasNoQuickLooks(t *testing.T) {
+	p := execProbe(0, 3)
+	p.PeriodSeconds = 10
+	ex := &scriptExec{codes: []int{1, 0}}
+	collect(Liveness, p, ex, Success, time.Now(), nil, 1500*time.Millisecond)
+	ex.mu.Lock()
+	n := len(ex.calls)
+	ex.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("liveness made %d attempts in 1.5s with a 10s period, want 1", n)
+	}
+}
