@@ -132,7 +132,7 @@ func newLoopback(t *testing.T, dir string) *Network {
 	return n
 }
 
-const testLoopbackCIDR = "127.243.0.0/16"
+const testLoopbackCIDR = "127.231.0.0/16"
 
 func TestSetupBadInput(t *testing.T) {
 	n := newLoopback(t, t.TempDir())
@@ -176,8 +176,8 @@ func TestLoopbackEndToEnd(t *testing.T) {
 		}
 		atts = append(atts, att)
 	}
-	if atts[0].IP.String() != "127.243.0.2" || atts[1].IP.String() != "127.243.0.3" {
-		t.Fatalf("pod IPs %s %s, want 127.243.0.2 and 127.243.0.3", atts[0].IP, atts[1].IP)
+	if atts[0].IP.String() != "127.231.0.2" || atts[1].IP.String() != "127.231.0.3" {
+		t.Fatalf("pod IPs %s %s, want 127.231.0.2 and 127.231.0.3", atts[0].IP, atts[1].IP)
 	}
 	if atts[0].NetNSPath != "" || !atts[0].HostIP.Equal(net.IPv4(127, 0, 0, 1)) || atts[0].Pod != "default/web-0" {
 		t.Fatalf("attachment %+v", atts[0])
@@ -228,8 +228,8 @@ func TestLoopbackEndToEnd(t *testing.T) {
 		t.Fatalf("Setup after restart = %+v, %v; want IP %s", adopted, err, atts[1].IP)
 	}
 	third, err := n2.Setup(ctx, "0a1b2c3d-0000-4000-8000-000000000003", "default", "web-2")
-	if err != nil || third.IP.String() != "127.243.0.4" {
-		t.Fatalf("third pod = %+v, %v; want 127.243.0.4", third, err)
+	if err != nil || third.IP.String() != "127.231.0.4" {
+		t.Fatalf("third pod = %+v, %v; want 127.231.0.4", third, err)
 	}
 
 	for _, uid := range append(uids, third.PodUID) {

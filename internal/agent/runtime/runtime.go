@@ -209,7 +209,11 @@ func (r *Runtime) start(ctx context.Context, dir string, spec ContainerSpec) err
 	}
 	defer pr.Close()
 
-	args := append(slices.Clone(r.cfg.ShimArgs), "start", dir)
+	// The shim runs as this process's child (in a session of its own) and
+	// is reaped here; after a restart of berth it is init's, as any
+	// orphan. Starting the long-lived stage directly saves the second exec
+	// of the berth binary that "start" costs, on every container start.
+	args := append(slices.Clone(r.cfg.ShimArgs), "run", dir)
 	cmd := exec.Command(r.cfg.ShimPath, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{pw}
@@ -236,16 +240,21 @@ func (r *Runtime) start(ctx context.Context, dir string, spec ContainerSpec) err
 	// Both shim stages hold the pipe; EOF means both are done with it.
 	data, readErr := io.ReadAll(io.LimitReader(pr, 1<<20))
 	stop()
-	// The first stage exits as soon as the second is running.
-	waitErr := cmd.Wait()
+	if len(bytes.TrimSpace(data)) == 0 && readErr == nil {
+		// The pipe closed without a word: the shim has exited.
+		waitErr := cmd.Wait()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("shim ended without reporting (%v): %s", waitErr, tailFile(filepath.Join(dir, shimLog), 512))
+	}
+	// The shim lives as long as its container.
+	go func() { _ = cmd.Wait() }()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if readErr != nil {
 		return fmt.Errorf("no report from shim within %s: %w", r.cfg.StartTimeout, readErr)
-	}
-	if len(bytes.TrimSpace(data)) == 0 {
-		return fmt.Errorf("shim ended without reporting (%v): %s", waitErr, tailFile(filepath.Join(dir, shimLog), 512))
 	}
 	var rep startReport
 	if err := json.Unmarshal(data, &rep); err != nil {

@@ -30,11 +30,11 @@ const drainTimeout = 2 * time.Second
 // runs) or "run <state-dir>" (what the first stage re-executes). It returns
 // the process exit status.
 //
-// The shim runs in two stages so that it is nobody's child in berth:
-// "start" (already in a new session, from Runtime.Start) re-executes the
-// binary as "run" and exits, which hands "run" to init (or the nearest
-// subreaper). Berth therefore never has to reap shims, and a restart of
-// berth, even kill -9, changes nothing for them.
+// Runtime.Start runs "run" directly, in a new session, and reaps it; a
+// restart of berth, even kill -9, changes nothing for the shim, which init
+// (or the nearest subreaper) then reaps. "start" is the two-stage form, for
+// callers that must not have the shim as their child: it re-executes the
+// binary as "run" and exits at once.
 func ShimMain(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if len(args) != 2 || (args[0] != "start" && args[0] != "run") {

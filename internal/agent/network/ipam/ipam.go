@@ -249,7 +249,7 @@ func (a *Allocator) Allocate(owner, note string) (Allocation, bool, error) {
 		a.last = ip
 		// The last-reserved file is only a hint for where the next scan
 		// starts; losing it costs reuse order, never uniqueness.
-		_ = writeFileAtomic(filepath.Join(a.dir, lastReservedFile), []byte(ip.String()+"\n"))
+		_ = writeHint(filepath.Join(a.dir, lastReservedFile), []byte(ip.String()+"\n"))
 		return al, true, nil
 	}
 	return Allocation{}, false, fmt.Errorf("ipam: allocate for %s in %s: %w", owner, a.prefix, ErrExhausted)
@@ -374,16 +374,14 @@ func writeTemp(dir string, data []byte) (string, error) {
 	return name, nil
 }
 
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := writeTemp(filepath.Dir(path), data)
-	if err != nil {
+// writeHint replaces path without waiting for the disk: it is only a hint,
+// and a pod start should not pay an fsync for it.
+func writeHint(path string, data []byte) error {
+	tmp := filepath.Join(filepath.Dir(path), tmpPrefix+"hint")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return os.Rename(tmp, path)
 }
 
 // syncDir makes a created or removed name durable; failures on file
