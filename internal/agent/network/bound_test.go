@@ -61,3 +61,31 @@ func TestLoopbackSkipsAddressInUse(t *testing.T) {
 		t.Fatalf("handed out %s, which another socket is bound to", att.IP)
 	}
 }
+
+func TestSockDiagSeesListenerAndUDP(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("sock_diag is Linux")
+	}
+	ln, err := net.Listen("tcp", "127.244.98.7:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	uc, err := net.ListenPacket("udp", "127.244.98.8:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	out := map[netip.Addr]bool{}
+	if err := sockDiag(6, 1<<tcpListen, out); err != nil {
+		t.Skipf("sock_diag unavailable here: %v", err)
+	}
+	if err := sockDiag(17, 0xfff, out); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"127.244.98.7", "127.244.98.8"} {
+		if !out[netip.MustParseAddr(a)] {
+			t.Errorf("%s not seen by sock_diag", a)
+		}
+	}
+}
