@@ -25,7 +25,9 @@ func (w *podWorker) push(ctx context.Context, pod *corev1.Pod, status corev1.Pod
 	if !w.pushFailed && sameStatus(old, status) {
 		return time.Time{}
 	}
-	if !force {
+	// Readiness and phase changes are what Services and rollouts wait on:
+	// they go out at once; only other churn waits for statusMinInterval.
+	if !force && !readyOrPhaseChanged(old, status) {
 		if next := w.lastPush.Add(statusMinInterval); time.Now().Before(next) {
 			return next
 		}
@@ -147,4 +149,20 @@ func (w *podWorker) eventAt(fieldPath, etype, reason, format string, args ...any
 		Kind: "Pod", APIVersion: "v1", Namespace: w.namespace, Name: w.name, UID: w.uid, FieldPath: fieldPath,
 	}
 	w.a.recorder.Eventf(ref, etype, reason, format, args...)
+}
+
+// readyOrPhaseChanged says whether the phase or the Ready condition differs.
+func readyOrPhaseChanged(old, cur corev1.PodStatus) bool {
+	if old.Phase != cur.Phase {
+		return true
+	}
+	ready := func(st corev1.PodStatus) corev1.ConditionStatus {
+		for _, c := range st.Conditions {
+			if c.Type == corev1.PodReady {
+				return c.Status
+			}
+		}
+		return ""
+	}
+	return ready(old) != ready(cur)
 }

@@ -397,3 +397,22 @@ func TestComputeStatusKeepsTransitionTimes(t *testing.T) {
 		t.Errorf("PodScheduled time %v", c.LastTransitionTime)
 	}
 }
+
+func TestReadyOrPhaseChanged(t *testing.T) {
+	ready := func(s corev1.ConditionStatus) corev1.PodStatus {
+		return corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: s}}}
+	}
+	for _, tc := range []struct {
+		name     string
+		old, cur corev1.PodStatus
+		want     bool
+	}{
+		{"became ready", ready(corev1.ConditionFalse), ready(corev1.ConditionTrue), true},
+		{"same", ready(corev1.ConditionTrue), ready(corev1.ConditionTrue), false},
+		{"phase", corev1.PodStatus{Phase: corev1.PodPending}, ready(corev1.ConditionFalse), true},
+	} {
+		if got := readyOrPhaseChanged(tc.old, tc.cur); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
