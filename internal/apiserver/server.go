@@ -262,6 +262,11 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	case p == "/api" || p == "/apis" || p == "/api/v1" || (strings.HasPrefix(p, "/apis/") && len(splitPath(p)) <= 3):
 		s.serveDiscovery(w, r, p)
 		return
+	case strings.HasPrefix(r.URL.Path, "/debug/pprof"):
+		// As kube-apiserver's --profiling (on by default): for
+		// authenticated users only, like every path here.
+		servePprof(w, r)
+		return
 	case p == "/metrics" && s.cfg.Metrics != nil:
 		s.cfg.Metrics.ServeHTTP(w, r)
 		return

@@ -473,13 +473,15 @@ func (p *Proxier) shrink(spn proxy.ServicePortName, w want) {
 	}
 	sp.ensured = kept
 	for _, ep := range sp.known {
-		if !slices.Contains(w.known, ep) {
+		if !slices.Contains(w.known, ep) || w.info == nil {
 			p.metrics.forget(spn, ep.String())
 		}
 	}
 	sp.known = w.known
 	if w.info == nil {
-		p.metrics.forget(spn, "")
+		for _, ep := range w.known {
+			p.metrics.forget(spn, ep.String())
+		}
 		delete(p.ports, spn)
 	}
 }

@@ -117,6 +117,10 @@ func (p *Proxier) proxyTCP(sp *servicePort, client *net.TCPConn) {
 // another endpoint.
 const maxReplay = 64 << 10
 
+// firstReadSize is the buffer of the reads done by hand before the endpoint
+// answers; an idle connection holds two, so they are small.
+const firstReadSize = 4 << 10
+
 // replay is what the client sent before the endpoint answered.
 type replay struct {
 	sent []byte
@@ -141,7 +145,7 @@ func (p *Proxier) relay(ctx context.Context, sp *servicePort, client, backend *n
 	}()
 
 	// The first answer is read by hand, to see whether there is one.
-	buf := make([]byte, 16<<10)
+	buf := make([]byte, firstReadSize)
 	n, err := backend.Read(buf)
 	if n == 0 && err != nil && !errors.Is(err, io.EOF) && canMove && ctx.Err() == nil {
 		// Stop reading the client without closing it, then look at what
@@ -191,7 +195,7 @@ func (p *Proxier) copyToEndpoint(backend, client *net.TCPConn, rec *recorder, bm
 			return nil
 		}
 	}
-	buf := make([]byte, 16<<10)
+	buf := make([]byte, firstReadSize)
 	for rec.recording() {
 		n, err := client.Read(buf)
 		if n > 0 {
