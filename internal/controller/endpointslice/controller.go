@@ -138,6 +138,12 @@ func New(cfg Config, factory informers.SharedInformerFactory) (*Controller, erro
 	pods := factory.Core().V1().Pods()
 	nodes := factory.Core().V1().Nodes()
 	slices := factory.Discovery().V1().EndpointSlices()
+	// Slices by namespace/service-name, so a sync reads its Service's slices
+	// without going over every slice in the namespace (quadratic at startup
+	// with thousands of Services).
+	if err := slices.Informer().AddIndexers(cache.Indexers{serviceIndex: sliceServiceKey}); err != nil {
+		return nil, fmt.Errorf("endpointslice controller: add index: %w", err)
+	}
 
 	c := &Controller{
 		client:          cfg.Client,
@@ -315,6 +321,38 @@ func (e *staleCacheError) Error() string {
 	return fmt.Sprintf("endpointslice cache for service %s is older than this controller's own writes", e.service)
 }
 
+// serviceIndex indexes slices by "namespace/service-name".
+const serviceIndex = "berth-service-name"
+
+func sliceServiceKey(obj interface{}) ([]string, error) {
+	s, ok := obj.(*discovery.EndpointSlice)
+	if !ok {
+		return nil, nil
+	}
+	name := s.Labels[discovery.LabelServiceName]
+	if name == "" {
+		return nil, nil
+	}
+	return []string{s.Namespace + "/" + name}, nil
+}
+
+// managedSlices returns the slices this controller owns for one Service,
+// from the informer's index.
+func (c *Controller) managedSlices(namespace, name string) ([]*discovery.EndpointSlice, error) {
+	objs, err := c.sliceInformer.GetIndexer().ByIndex(serviceIndex, namespace+"/"+name)
+	if err != nil {
+		return nil, err
+	}
+	sel := managedSelector(name)
+	var out []*discovery.EndpointSlice
+	for _, o := range objs {
+		if s, ok := o.(*discovery.EndpointSlice); ok && sel.Matches(labels.Set(s.Labels)) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
 // managedSelector selects the slices this controller owns for one Service.
 func managedSelector(serviceName string) labels.Selector {
 	return labels.SelectorFromSet(labels.Set{
@@ -361,7 +399,7 @@ func (c *Controller) syncService(ctx context.Context, key string) error {
 	if err != nil {
 		return fmt.Errorf("list pods for service %s: %w", key, err)
 	}
-	slices, err := c.sliceLister.EndpointSlices(namespace).List(managedSelector(name))
+	slices, err := c.managedSlices(namespace, name)
 	if err != nil {
 		return fmt.Errorf("list endpointslices for service %s: %w", key, err)
 	}
@@ -417,7 +455,7 @@ func (c *Controller) verifyStale(ctx context.Context, service *v1.Service) ([]*d
 
 // deleteManagedSlices deletes the slices this controller made for a Service.
 func (c *Controller) deleteManagedSlices(ctx context.Context, namespace, name string) error {
-	slices, err := c.sliceLister.EndpointSlices(namespace).List(managedSelector(name))
+	slices, err := c.managedSlices(namespace, name)
 	if err != nil {
 		return fmt.Errorf("list endpointslices of service %s/%s: %w", namespace, name, err)
 	}
