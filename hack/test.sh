@@ -3,7 +3,7 @@
 # Installs what it needs (as root: iproute2, nftables via apt-get; Go modules),
 # checks formatting and vet, runs the unit, integration and end-to-end tests
 # (the race detector on the packages that share state across goroutines),
-# the fuzz seed corpora, and the benchmark smoke run.
+# the fuzz seed corpora, and the benchmark smoke run (go run ./bench -smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,7 +42,12 @@ export BERTH_BIN="$PWD/bin/berth" BERTH_ETCD_BIN="$PWD/bin/etcd"
 log "unit and integration tests (race detector)"
 go test -race -count=1 -timeout 20m ./internal/...
 
-log "end-to-end tests (real kubectl, real processes)"
-go test -count=1 -timeout 30m ./test/... ./cmd/...
+log "end-to-end and harness tests (real kubectl, real processes)"
+go test -count=1 -timeout 30m ./test/... ./cmd/... ./bench/...
+
+log "benchmark smoke run (tiny sizes; keeps the harness from rotting)"
+smoke=$(mktemp -d)
+go run ./bench -smoke -berth "$BERTH_BIN" -etcd "$BERTH_ETCD_BIN" -out "$smoke"
+rm -rf "$smoke"
 
 log "all tests passed"
