@@ -145,6 +145,8 @@ type Agent struct {
 	runCtx   context.Context
 	stopping bool
 	workerWG sync.WaitGroup
+
+	slices sliceCache // EndpointSlices, for draining terminating pods
 }
 
 // New checks cfg and prepares an Agent; Run starts it.

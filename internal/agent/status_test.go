@@ -7,7 +7,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	podregistry "github.com/berth-project/berth/internal/registry/pod"
@@ -414,5 +416,42 @@ func TestReadyOrPhaseChanged(t *testing.T) {
 		if got := readyOrPhaseChanged(tc.old, tc.cur); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestPodReadyIn(t *testing.T) {
+	pod := &corev1.Pod{}
+	pod.UID = "u1"
+	tr, fa := true, false
+	ep := func(uid string, ready *bool) discoveryv1.Endpoint {
+		return discoveryv1.Endpoint{Addresses: []string{"10.0.0.1"}, TargetRef: &corev1.ObjectReference{UID: types.UID(uid)}, Conditions: discoveryv1.EndpointConditions{Ready: ready}}
+	}
+	for _, tc := range []struct {
+		name string
+		eps  []discoveryv1.Endpoint
+		want bool
+	}{
+		{"ready", []discoveryv1.Endpoint{ep("u1", &tr)}, true},
+		{"nil counts as ready", []discoveryv1.Endpoint{ep("u1", nil)}, true},
+		{"not ready", []discoveryv1.Endpoint{ep("u1", &fa)}, false},
+		{"another pod", []discoveryv1.Endpoint{ep("u2", &tr)}, false},
+		{"none", nil, false},
+	} {
+		got := podReadyIn([]*discoveryv1.EndpointSlice{{Endpoints: tc.eps}}, pod)
+		if got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestDrainWait(t *testing.T) {
+	if d := drainWait(30 * time.Second); d != maxDrainWait {
+		t.Errorf("drainWait(30s) = %s", d)
+	}
+	if d := drainWait(time.Second); d != 500*time.Millisecond {
+		t.Errorf("drainWait(1s) = %s", d)
+	}
+	if d := drainWait(0); d != 0 {
+		t.Errorf("drainWait(0) = %s", d)
 	}
 }

@@ -60,6 +60,8 @@ type podWorker struct {
 	terminating bool
 	killStart   time.Time
 	killGrace   time.Duration
+	drained     bool      // the endpoint drain before stopping is over
+	drainedAt   time.Time // when the pod's endpoints were first seen not ready
 	cleanedUp   bool
 	deleteTries int
 }
@@ -305,6 +307,15 @@ func (w *podWorker) sync(ctx context.Context) (time.Duration, bool) {
 		return 0, false
 	}
 	return max(time.Until(wake), time.Millisecond), false
+}
+
+func (w *podWorker) anyRunning() bool {
+	for _, c := range w.ctrs {
+		if c.running() {
+			return true
+		}
+	}
+	return false
 }
 
 func terminalPhase(p corev1.PodPhase) bool {
@@ -680,6 +691,23 @@ func (w *podWorker) syncTerminating(ctx context.Context, pod *corev1.Pod, gone b
 				c.stopping.shorten(w.killStart.Add(grace))
 			}
 		}
+	}
+	if !gone && !w.drained {
+		// Hold the stop until proxies no longer send this pod new
+		// connections (see drain.go).
+		waited := time.Since(w.killStart)
+		if waited < drainWait(w.killGrace) && w.anyRunning() && w.a.endpointsReady(ctx, pod) {
+			return drainPoll, false
+		}
+		if waited < drainWait(w.killGrace) && w.anyRunning() {
+			if w.drainedAt.IsZero() {
+				w.drainedAt = time.Now()
+			}
+			if time.Since(w.drainedAt) < drainMargin {
+				return drainMargin - time.Since(w.drainedAt), false
+			}
+		}
+		w.drained = true
 	}
 	anyRunning := false
 	for _, c := range w.ctrs {
