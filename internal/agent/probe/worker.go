@@ -40,9 +40,9 @@ type Report struct {
 // container).
 //
 // Until a readiness or startup probe has first succeeded, a failed attempt
-// is looked at again after a short delay (fastRetry) instead of a whole
-// period, for at most one period, and such quick attempts do not count
-// towards failureThreshold. The kubelet waits a whole period after a first
+// is looked at again after a short delay (fastRetry: 5 ms, 100 ms for exec)
+// instead of a whole period, for at most one period, and such quick
+// attempts do not count towards failureThreshold. The kubelet waits a whole period after a first
 // failed attempt, so a container that starts listening a few milliseconds
 // after it starts is Ready only a period later; berth makes it Ready
 // within milliseconds of serving, with the same failure budget.
@@ -101,10 +101,11 @@ func Run(ctx context.Context, cfg WorkerConfig) {
 }
 
 // fastRetry is how soon a probe that has not yet succeeded looks again:
-// network probes are cheap, an exec probe starts a process.
+// network probes are cheap (a connect to the pod's address, refused at once
+// while nothing listens), an exec probe starts a process.
 func fastRetry(h *corev1.ProbeHandler) time.Duration {
 	if h.Exec != nil {
 		return 100 * time.Millisecond
 	}
-	return 20 * time.Millisecond
+	return 5 * time.Millisecond
 }

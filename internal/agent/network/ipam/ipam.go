@@ -276,7 +276,7 @@ func (a *Allocator) Release(owner string) error {
 		delete(a.byIP, ip)
 	}
 	delete(a.byUID, owner)
-	return syncDir(a.dir)
+	return nil
 }
 
 // List returns every allocation, sorted by address.
@@ -344,7 +344,11 @@ func (a *Allocator) writeRecord(ip netip.Addr, owner, note string) (bool, error)
 		}
 		return false, err
 	}
-	return true, syncDir(a.dir)
+	// No fsync: the records only need to outlive berth, not the machine.
+	// A reboot ends every pod, and the agent then sets each one up again
+	// (a lost or empty record is reallocated, never handed out twice while
+	// its pod runs).
+	return true, nil
 }
 
 func writeTemp(dir string, data []byte) (string, error) {
@@ -358,11 +362,6 @@ func writeTemp(dir string, data []byte) (string, error) {
 		return "", err
 	}
 	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(name)
-		return "", err
-	}
-	if err := f.Sync(); err != nil {
 		f.Close()
 		os.Remove(name)
 		return "", err
@@ -382,17 +381,6 @@ func writeHint(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-// syncDir makes a created or removed name durable; failures on file
-// systems that cannot fsync a directory are ignored.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	_ = d.Sync()
-	return d.Close()
 }
 
 func validateText(what, s string) error {
