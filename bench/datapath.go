@@ -110,54 +110,10 @@ func (r *runner) dataPath(ctx context.Context, sec *report.Section) error {
 		targets = append(targets, t)
 	}
 
-	// Warm-up: connections, caches, the proxy's first splice pipes.
-	for _, t := range targets {
-		load.LatencyKeepAlive(ctx, t.http, "/echo?msg=x", 200, 2*time.Second)
-		load.LatencyNewConn(ctx, t.http, "/echo?msg=x", 20, 2*time.Second)
-		if _, err := load.Bulk(ctx, t.bulk, 8<<20, 2*time.Second); err != nil {
-			return fmt.Errorf("warm-up bulk through %s: %w", t.name, err)
-		}
+	if err := r.measure(ctx, targets); err != nil {
+		return err
 	}
-	for round := 0; round < r.sz.rounds; round++ {
-		for i := range targets {
-			t := targets[(i+round)%len(targets)]
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			cpu := cpuMeter(t.pid)
-			res, err := load.Bulk(ctx, t.bulk, r.sz.bulkBytes, r.sz.bulkBudget)
-			t.cpuBulk += cpu()
-			if err != nil {
-				t.bulkErr = err
-			} else {
-				t.rates = append(t.rates, res.BytesPerSecond())
-				t.bulkBytes += res.Bytes
-			}
-			var prof *profiler
-			if round == 0 && (t.name == tService || t.name == tMini) {
-				prof = r.prof
-			}
-			slug := strings.Fields(t.name)[0]
-			var ka, nc load.LatencyResult
-			cpu = cpuMeter(t.pid)
-			prof.during(ctx, "datapath-"+slug+"-keepalive", t.pid, func() {
-				ka = load.LatencyKeepAlive(ctx, t.http, "/echo?msg=x", r.sz.kaN, r.sz.latBudget)
-			})
-			t.cpuKA += cpu()
-			cpu = cpuMeter(t.pid)
-			prof.during(ctx, "datapath-"+slug+"-newconn", t.pid, func() {
-				nc = load.LatencyNewConn(ctx, t.http, "/echo?msg=x", r.sz.ncN, r.sz.latBudget)
-			})
-			t.cpuNC += cpu()
-			t.ka, t.nc = append(t.ka, ka.Samples...), append(t.nc, nc.Samples...)
-			t.kaErr, t.ncErr = t.kaErr+ka.Errors, t.ncErr+nc.Errors
-			for _, e := range []error{ka.FirstErr, nc.FirstErr} {
-				if t.firstErr == nil && e != nil {
-					t.firstErr = e
-				}
-			}
-		}
-	}
+	nft := r.nftablesRun(ctx)
 
 	byName := map[string]*dpTarget{}
 	for _, t := range targets {
@@ -184,7 +140,6 @@ func (r *runner) dataPath(ctx context.Context, sec *report.Section) error {
 		}
 		row.Note = fmt.Sprintf("rounds: %s MB/s", floats(scale(t.rates, 1e-6), 0))
 	}
-	sec.AddText("bulk throughput and latency, Service ClusterIP with --proxy-mode=nftables", "").Skip("", "not run: the nftables mode puts its rules in the host's firewall, which the bench must not touch outside a network namespace it made; measuring it needs the server and the client inside one (to do)")
 	sRate := median(svc.rates)
 	row := sec.Add("Service throughput ÷ direct", report.Value{V: 100 * sRate / dRate, Unit: report.UnitPct})
 	row.Check("≥ 90%", sRate >= 0.9*dRate, fmt.Sprintf("%.1f points", 90-100*sRate/dRate), explain("throughput-direct"))
@@ -239,6 +194,7 @@ func (r *runner) dataPath(ctx context.Context, sec *report.Section) error {
 			}
 		}
 	}
+	reportNFTables(sec, nft)
 	for _, t := range targets {
 		if t.pid == 0 {
 			continue
@@ -258,7 +214,11 @@ func (r *runner) dataPath(ctx context.Context, sec *report.Section) error {
 		}
 	}
 	var ka, nc []report.Series
-	for _, t := range targets {
+	chart := targets
+	if nft.direct != nil {
+		chart = append(chart, nft.direct, nft.svc)
+	}
+	for _, t := range chart {
 		ka = append(ka, report.Series{Name: t.name, Samples: t.ka})
 		nc = append(nc, report.Series{Name: t.name, Samples: t.nc})
 	}
@@ -271,6 +231,61 @@ func (r *runner) dataPath(ctx context.Context, sec *report.Section) error {
 	} else {
 		sec.Images = append(sec.Images, report.Image{Path: img, Alt: "data path latency distributions"})
 	}
+	return nil
+}
+
+// measure runs every target in rounds, in a rotating order, after a
+// warm-up, and records the rates, latencies and CPU time in the targets.
+func (r *runner) measure(ctx context.Context, targets []*dpTarget) error {
+	// Warm-up: connections, caches, the proxy's first splice pipes.
+	for _, t := range targets {
+		load.LatencyKeepAlive(ctx, t.http, "/echo?msg=x", 200, 2*time.Second)
+		load.LatencyNewConn(ctx, t.http, "/echo?msg=x", 20, 2*time.Second)
+		if _, err := load.Bulk(ctx, t.bulk, 8<<20, 2*time.Second); err != nil {
+			return fmt.Errorf("warm-up bulk through %s: %w", t.name, err)
+		}
+	}
+	for round := 0; round < r.sz.rounds; round++ {
+		for i := range targets {
+			t := targets[(i+round)%len(targets)]
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			cpu := cpuMeter(t.pid)
+			res, err := load.Bulk(ctx, t.bulk, r.sz.bulkBytes, r.sz.bulkBudget)
+			t.cpuBulk += cpu()
+			if err != nil {
+				t.bulkErr = err
+			} else {
+				t.rates = append(t.rates, res.BytesPerSecond())
+				t.bulkBytes += res.Bytes
+			}
+			var prof *profiler
+			if round == 0 && (t.name == tService || t.name == tMini) {
+				prof = r.prof
+			}
+			slug := strings.Fields(t.name)[0]
+			var ka, nc load.LatencyResult
+			cpu = cpuMeter(t.pid)
+			prof.during(ctx, "datapath-"+slug+"-keepalive", t.pid, func() {
+				ka = load.LatencyKeepAlive(ctx, t.http, "/echo?msg=x", r.sz.kaN, r.sz.latBudget)
+			})
+			t.cpuKA += cpu()
+			cpu = cpuMeter(t.pid)
+			prof.during(ctx, "datapath-"+slug+"-newconn", t.pid, func() {
+				nc = load.LatencyNewConn(ctx, t.http, "/echo?msg=x", r.sz.ncN, r.sz.latBudget)
+			})
+			t.cpuNC += cpu()
+			t.ka, t.nc = append(t.ka, ka.Samples...), append(t.nc, nc.Samples...)
+			t.kaErr, t.ncErr = t.kaErr+ka.Errors, t.ncErr+nc.Errors
+			for _, e := range []error{ka.FirstErr, nc.FirstErr} {
+				if t.firstErr == nil && e != nil {
+					t.firstErr = e
+				}
+			}
+		}
+	}
+
 	return nil
 }
 

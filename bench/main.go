@@ -52,6 +52,10 @@ type options struct {
 	keep    bool
 	verbose bool
 	profile string
+	// nftChild and childAgent are set by the parent run when it starts
+	// itself in a network namespace for the nftables data path.
+	nftChild   string
+	childAgent bool
 }
 
 func parseFlags(args []string) (options, error) {
@@ -68,6 +72,8 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (data dirs, process logs) for debugging")
 	fs.BoolVar(&o.verbose, "v", false, "debug logging")
 	fs.StringVar(&o.profile, "profile", "", "record perf(1) CPU profiles of the forwarding processes during the data-path latency runs into this directory (profiles perturb the figures: not for the report)")
+	fs.StringVar(&o.nftChild, "nftables-child", "", "internal: run as the data path's nftables child in the current (fresh) network namespace and write its results to this JSON file")
+	fs.BoolVar(&o.childAgent, "child-agent", false, "internal: with -nftables-child, whether the parent found the node agent working")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./bench [flags]\n\nberth's benchmark and reliability harness; see bench/README.md.\n\n")
 		fs.PrintDefaults()
@@ -180,7 +186,7 @@ func run(args []string) error {
 			return err
 		}
 	}
-	if o.etcd == "" && needsEtcd(o.only) {
+	if o.etcd == "" && needsEtcd(o.only) && o.nftChild == "" {
 		if o.etcd, err = build(ctx, log, root, "./test/tools/etcd", filepath.Join(tmp, "bin", "etcd")); err != nil {
 			return err
 		}
@@ -214,6 +220,10 @@ func run(args []string) error {
 		log:   log,
 	}
 	r.env.ServerArgs = cluster.DefaultServerArgs(ctx, o.berth)
+	if o.nftChild != "" {
+		r.agentOK, r.agentReason = o.childAgent, "as the parent run found it"
+		return r.nftablesChild(ctx, o.nftChild)
+	}
 	if o.profile != "" {
 		if err := os.MkdirAll(o.profile, 0o755); err != nil {
 			return fmt.Errorf("create -profile %s: %w", o.profile, err)
@@ -233,7 +243,14 @@ func run(args []string) error {
 	}
 	rep.Duration = time.Since(started)
 	rep.Machine = append(rep.Machine, report.Fact{Name: "load average at the end", Value: loadAvg()})
-	return r.write(true)
+	if err := r.write(true); err != nil {
+		return err
+	}
+	if failed := rep.Failures(); o.smoke && len(failed) > 0 {
+		// The smoke run is there to catch a harness that no longer works.
+		return fmt.Errorf("smoke run: %d failure(s): %s", len(failed), strings.Join(failed, "; "))
+	}
+	return nil
 }
 
 // moduleRoot is the directory of berth's go.mod, found upwards from the

@@ -210,6 +210,30 @@ func (r *Report) Section(id, title string) *Section {
 	return s
 }
 
+// Failures lists the benchmarks that ended with an error and the figures
+// whose measurement failed ("section: figure: text"), in report order.
+func (r *Report) Failures() []string {
+	var out []string
+	for _, s := range r.Sections {
+		if s.Error != "" {
+			out = append(out, s.ID+": "+firstLineOf(s.Error))
+		}
+		for _, row := range s.Rows {
+			if strings.HasPrefix(row.Text, "failed") {
+				out = append(out, s.ID+": "+row.Figure+": "+row.Text)
+			}
+		}
+	}
+	return out
+}
+
+func firstLineOf(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
 // WriteJSON writes the report as JSON.
 func (r *Report) WriteJSON(path string) error {
 	b, err := json.MarshalIndent(r, "", "  ")
