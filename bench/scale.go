@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -176,8 +177,9 @@ func (r *runner) scale(ctx context.Context, sec *report.Section) error {
 		return err
 	}
 	target := cips[0]
-	change := func(ctx context.Context, k int) ([]time.Duration, error) {
-		var out []time.Duration
+	// change makes k endpoint changes and returns, per change, the time
+	// to routable and the time the update call itself took.
+	change := func(ctx context.Context, k int) (out, calls []time.Duration, err error) {
 		useB := true
 		for i := 0; i < k; i++ {
 			set, prefix := ids.a, "a"
@@ -186,8 +188,9 @@ func (r *runner) scale(ctx context.Context, sec *report.Section) error {
 			}
 			t0 := time.Now()
 			if err := cluster.PutEndpointSlice(ctx, s.Client, cluster.EndpointSlice("scale-0", "scale-0-bench", set, scaleSlicePort())); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
+			calls = append(calls, time.Since(t0))
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			at, err := pollUntil(cctx, time.Millisecond, func() bool {
 				id, _, err := readID(target, 500*time.Millisecond)
@@ -195,15 +198,15 @@ func (r *runner) scale(ctx context.Context, sec *report.Section) error {
 			})
 			cancel()
 			if err != nil {
-				return nil, fmt.Errorf("endpoint change %d never became routable: %w", i, err)
+				return nil, nil, fmt.Errorf("endpoint change %d never became routable: %w", i, err)
 			}
 			out = append(out, at.Sub(t0))
 			useB = !useB
 			sleep(ctx, 50*time.Millisecond)
 		}
-		return out, nil
+		return out, calls, nil
 	}
-	smallChanges, err := change(ctx, changes)
+	smallChanges, smallCalls, err := change(ctx, changes)
 	if err != nil {
 		return err
 	}
@@ -224,8 +227,8 @@ func (r *runner) scale(ctx context.Context, sec *report.Section) error {
 	sleep(ctx, r.sz.settle)
 	bigMem, _ := proc.ReadMem(s.Pid())
 	bigMetrics, _ := s.Metrics(ctx)
-	var bigChanges []time.Duration
-	r.prof.during(ctx, "scale-changes-at-10k", s.Pid(), func() { bigChanges, err = change(ctx, changes) })
+	var bigChanges, bigCalls []time.Duration
+	r.prof.during(ctx, "scale-changes-at-10k", s.Pid(), func() { bigChanges, bigCalls, err = change(ctx, changes) })
 	if err != nil {
 		return err
 	}
@@ -275,6 +278,16 @@ func (r *runner) scale(ctx context.Context, sec *report.Section) error {
 	row.Check("≤ 2× the 10-Service figure", bs.P50 <= 2*ss.P50, fmt.Sprintf("%.2f×", ratio(bs.P50, 2*ss.P50)), explain("scale-change"))
 	row = sec.Add("endpoint change → routable, "+label+" (p99)", report.Millis(bs.P99)).WithPeer("10 Services", report.Millis(ss.P99))
 	row.Check("≤ 2× the 10-Service figure", bs.P99 <= 2*ss.P99, fmt.Sprintf("%.2f×", ratio(bs.P99, 2*ss.P99)), explain("scale-change"))
+	for _, c := range []struct {
+		label          string
+		changes, calls []time.Duration
+	}{{"10 Services", smallChanges, smallCalls}, {label, bigChanges, bigCalls}} {
+		cs := load.Summarize(c.calls)
+		slowest := slices.Index(c.changes, slices.Max(c.changes))
+		sec.Add("EndpointSlice update call, "+c.label+" (p50 / p99)", report.Millis(cs.P50)).Text = ms(cs.P50) + " / " + ms(cs.P99)
+		sec.Notef("Changes at %s, in order (ms to routable): %s; the slowest (#%d) spent %s in the update call and %s from its answer to routable.", c.label,
+			floats(durationsMs(c.changes), 1), slowest+1, ms(c.calls[slowest]), ms(c.changes[slowest]-c.calls[slowest]))
+	}
 	sec.Add("server RSS, "+label+" (proxy in process)", report.MB(float64(bigMem.RSS))).WithPeer("10 Services", report.MB(float64(smallMem.RSS)))
 	sec.Add("server RSS after a cold start, "+label, report.MB(float64(coldMem.RSS)))
 	sec.Add("server RSS, "+label+", --disable proxy", report.MB(float64(noProxyMem.RSS)))
@@ -300,6 +313,14 @@ func (r *runner) scale(ctx context.Context, sec *report.Section) error {
 }
 
 func scaleSlicePort() discoveryv1.EndpointPort { return cluster.SlicePort("", scalePort) }
+
+func durationsMs(ds []time.Duration) []float64 {
+	out := make([]float64, len(ds))
+	for i, d := range ds {
+		out[i] = float64(d) / float64(time.Millisecond)
+	}
+	return out
+}
 
 func ratio(a, b time.Duration) float64 {
 	if b == 0 {

@@ -31,6 +31,10 @@ const (
 	// retryInterval is how soon a sync that could not bind a listener or
 	// ensure an address tries that service port again.
 	retryInterval = time.Second
+
+	// recheckChunk is how many service ports one sync re-checks during the
+	// periodic pass over all of them.
+	recheckChunk = 256
 )
 
 // Config configures a Proxier. Client is required; every other field has a
@@ -103,7 +107,11 @@ type Proxier struct {
 	ports    map[proxy.ServicePortName]*servicePort
 	retry    sets.Set[proxy.ServicePortName]
 	lastFull time.Time
-	stopped  bool
+	// recheck holds the service ports the periodic re-check has yet to
+	// visit; each sync takes at most recheckChunk of them.
+	recheck      []proxy.ServicePortName
+	recheckChunk int
+	stopped      bool
 
 	stateMu sync.Mutex
 	// Fields below are guarded by stateMu.
@@ -206,6 +214,8 @@ func New(cfg Config) (*Proxier, error) {
 		synced:     make(chan struct{}),
 		ready:      make(chan struct{}),
 		runCtx:     context.Background(),
+
+		recheckChunk: recheckChunk,
 	}
 	p.runner, err = proxy.NewRunner(p.syncProxyRules, cfg.MinSyncPeriod, cfg.SyncPeriod)
 	if err != nil {
@@ -325,15 +335,37 @@ func (p *Proxier) syncProxyRules() {
 	}
 	touched = touched.Union(epRes.Changed)
 	// Once per SyncPeriod the sync also re-checks every service port (the
-	// diff is cheap when nothing drifted) and expires idle affinity.
-	if time.Since(p.lastFull) >= p.cfg.SyncPeriod {
+	// diff is cheap when nothing drifted) and expires idle affinity. At
+	// 10,000 Services one pass takes a few hundred milliseconds, so it goes
+	// recheckChunk ports per sync, syncs following each other at once: a
+	// change waits for one chunk, not for the whole pass.
+	if p.lastFull.IsZero() {
+		p.lastFull = start // the first sync applies every service port anyway
+	}
+	if len(p.recheck) == 0 && time.Since(p.lastFull) >= p.cfg.SyncPeriod {
 		p.lastFull = time.Now()
 		for spn := range p.svcMap {
-			touched.Insert(spn)
+			p.recheck = append(p.recheck, spn)
 		}
-		for spn, sp := range p.ports {
+		for spn := range p.ports {
+			if _, ok := p.svcMap[spn]; !ok {
+				p.recheck = append(p.recheck, spn)
+			}
+		}
+	}
+	if len(p.recheck) > 0 {
+		n := min(len(p.recheck), p.recheckChunk)
+		for _, spn := range p.recheck[:n] {
 			touched.Insert(spn)
-			sp.lb.sweep()
+			if sp := p.ports[spn]; sp != nil {
+				sp.lb.sweep()
+			}
+		}
+		p.recheck = p.recheck[n:]
+		if len(p.recheck) > 0 {
+			p.runner.Run()
+		} else {
+			p.recheck = nil
 		}
 	}
 

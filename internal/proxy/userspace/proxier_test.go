@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -802,5 +804,88 @@ func TestPeriodicResyncIsIdempotent(t *testing.T) {
 	}
 	if got := hello(t, clusterAddr(cip, 80)); got != be.name {
 		t.Fatalf("reached %s", got)
+	}
+}
+
+// syncRecorder keeps the servicePorts count of every "proxy sync applied"
+// record.
+type syncRecorder struct {
+	mu     sync.Mutex
+	counts []int64
+}
+
+func (r *syncRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *syncRecorder) Handle(_ context.Context, rec slog.Record) error {
+	if rec.Message != "proxy sync applied" {
+		return nil
+	}
+	rec.Attrs(func(a slog.Attr) bool {
+		if a.Key == "servicePorts" {
+			r.mu.Lock()
+			r.counts = append(r.counts, a.Value.Int64())
+			r.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+func (r *syncRecorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *syncRecorder) WithGroup(string) slog.Handler      { return r }
+
+func (r *syncRecorder) take() []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.counts
+	r.counts = nil
+	return out
+}
+
+// The periodic re-check of every service port goes a chunk per sync, so a
+// change that arrives when it is due waits for one chunk, not the pass.
+func TestPeriodicRecheckGoesInChunks(t *testing.T) {
+	rec := &syncRecorder{}
+	e := newEnv(t, func(c *Config) { c.SyncPeriod = time.Hour; c.Logger = slog.New(rec) })
+	bes := startTCPBackends(t, 2)
+	const n = 4
+	cips := make([]string, n)
+	for i := range n {
+		cips[i] = freshIP(96)
+		e.createService(fmt.Sprintf("web-%d", i), cips[i])
+		e.createSlice(e.sliceObj(fmt.Sprintf("web-%d", i), fmt.Sprintf("web-%d-1", i), slicePort("http", bes[0].port(), v1.ProtocolTCP), ready(bes[0].name)))
+	}
+	for i := range n {
+		e.waitEndpoints(fmt.Sprintf("default/web-%d:http", i), bes[0].addr.String())
+	}
+	e.p.syncMu.Lock()
+	e.p.lastFull = time.Now().Add(-2 * time.Hour)
+	e.p.recheckChunk = 1
+	e.p.syncMu.Unlock()
+	rec.take()
+
+	e.updateSlice(e.sliceObj("web-0", "web-0-1", slicePort("http", bes[1].port(), v1.ProtocolTCP), ready(bes[1].name)))
+	var got []int64
+	deadline := time.Now().Add(testTimeout)
+	for len(got) < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		got = append(got, rec.take()...)
+	}
+	// One port per sync, the first sync also applying the change: n syncs
+	// of one or two ports each.
+	if len(got) != n || slices.ContainsFunc(got, func(c int64) bool { return c < 1 || c > 2 }) {
+		t.Fatalf("service ports per sync = %v, want %d syncs of 1 or 2 (one re-checked port each, plus the change)", got, n)
+	}
+	if got := hello(t, clusterAddr(cips[0], 80)); got != bes[1].name {
+		t.Fatalf("reached %s, want %s", got, bes[1].name)
+	}
+	e.p.syncMu.Lock()
+	left, last := len(e.p.recheck), e.p.lastFull
+	e.p.syncMu.Unlock()
+	if left != 0 || time.Since(last) > time.Minute {
+		t.Errorf("after the pass: %d ports left to re-check, last pass started %v ago", left, time.Since(last))
+	}
+	for i := 1; i < n; i++ {
+		if got := hello(t, clusterAddr(cips[i], 80)); got != bes[0].name {
+			t.Errorf("web-%d reached %s after the re-check, want %s", i, got, bes[0].name)
+		}
 	}
 }
