@@ -120,12 +120,15 @@ type Config struct {
 
 // Agent is a running node agent.
 type Agent struct {
-	cfg        Config
-	log        *slog.Logger
-	client     kubernetes.Interface
-	rt         *runtime.Runtime
-	net        *network.Network
-	ownNet     bool
+	cfg    Config
+	log    *slog.Logger
+	client kubernetes.Interface
+	rt     *runtime.Runtime
+	net    *network.Network
+	ownNet bool
+	// ownRT is the runtime New made (nil when one was given), closed
+	// when Run ends.
+	ownRT      *runtime.Runtime
 	nodeIP     net.IP
 	logDir     string
 	prober     *probe.Prober
@@ -240,11 +243,13 @@ func New(cfg Config) (*Agent, error) {
 			StateDir: filepath.Join(cfg.StateDir, "containers"),
 			ShimPath: cfg.BerthPath, ShimArgs: []string{ShimSubcommand},
 			Logger: log,
+			// A pod start then skips the shim's own start-up.
+			Prestart: true,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
-		a.rt = rt
+		a.rt, a.ownRT = rt, rt
 	}
 	if a.net == nil {
 		n, err := network.New(network.Config{
@@ -271,6 +276,9 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	if a.ownNet {
 		defer a.net.Close()
+	}
+	if a.ownRT != nil {
+		defer a.ownRT.Close()
 	}
 	defer a.prober.Close()
 	addr := net.JoinHostPort(a.cfg.BindAddress, strconv.Itoa(a.cfg.Port))

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -55,15 +56,28 @@ type Config struct {
 	// StartTimeout bounds how long Start waits for the shim to report;
 	// zero means 30s.
 	StartTimeout time.Duration
+	// Prestart keeps one shim started ahead of need, past its own start-up
+	// (Go runtime and package init of the berth binary, ~40 ms), waiting to
+	// be told the state directory of the next container; Start hands the
+	// container to it and starts the next spare in the background. The
+	// spare exits when Close is called or this process ends.
+	Prestart bool
 }
 
 // Runtime starts, observes, signals and removes containers under StateDir.
 // It keeps no state of its own beyond Config: everything is read from
 // StateDir, so any number of Runtimes (or a new one after a restart) agree.
-// Its methods are safe for concurrent use.
+// Its methods are safe for concurrent use. (With Config.Prestart it also
+// holds a spare shim process; see Close.)
 type Runtime struct {
 	cfg Config
 	log *slog.Logger
+
+	mu sync.Mutex
+	// Fields below are guarded by mu.
+	spare     *spare
+	refilling bool
+	closed    bool
 }
 
 // State is what is known about one container.
@@ -114,7 +128,11 @@ func New(cfg Config) (*Runtime, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("runtime: create state dir: %w", err)
 	}
-	return &Runtime{cfg: cfg, log: log}, nil
+	r := &Runtime{cfg: cfg, log: log}
+	if cfg.Prestart {
+		go r.refill()
+	}
+	return r, nil
 }
 
 func (r *Runtime) dir(id string) string { return filepath.Join(r.cfg.StateDir, id) }
@@ -198,6 +216,13 @@ func (r *Runtime) start(ctx context.Context, dir string, spec ContainerSpec) err
 	if err := writeJSON(dir, specFile, spec, true); err != nil {
 		return err
 	}
+	if sp := r.takeSpare(); sp != nil {
+		err := sp.hand(dir)
+		if err == nil {
+			return r.awaitReport(ctx, dir, sp.report, sp.wait)
+		}
+		r.log.Warn("spare shim unusable; starting one", "err", err)
+	}
 	logf, err := os.OpenFile(filepath.Join(dir, shimLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open shim log: %w", err)
@@ -207,7 +232,6 @@ func (r *Runtime) start(ctx context.Context, dir string, spec ContainerSpec) err
 	if err != nil {
 		return fmt.Errorf("report pipe: %w", err)
 	}
-	defer pr.Close()
 
 	// The shim runs as this process's child (in a session of its own) and
 	// is reaped here; after a restart of berth it is init's, as any
@@ -223,9 +247,31 @@ func (r *Runtime) start(ctx context.Context, dir string, spec ContainerSpec) err
 	err = cmd.Start()
 	pw.Close()
 	if err != nil {
+		pr.Close()
 		return fmt.Errorf("run shim %s: %w", r.cfg.ShimPath, err)
 	}
+	return r.awaitReport(ctx, dir, pr, reaper(cmd))
+}
 
+// reaper waits for cmd in the background, so that it is reaped whenever it
+// exits, and returns a function that waits for that.
+func reaper(cmd *exec.Cmd) func() error {
+	done := make(chan struct{})
+	var err error
+	go func() {
+		err = cmd.Wait()
+		close(done)
+	}()
+	return func() error {
+		<-done
+		return err
+	}
+}
+
+// awaitReport reads the shim's start report from pr (and closes it); wait
+// waits for the shim to exit, used when it ended without reporting.
+func (r *Runtime) awaitReport(ctx context.Context, dir string, pr *os.File, wait func() error) error {
+	defer pr.Close()
 	deadline := time.Now().Add(r.cfg.StartTimeout)
 	if err := pr.SetReadDeadline(deadline); err != nil {
 		return fmt.Errorf("report pipe: %w", err)
@@ -242,14 +288,14 @@ func (r *Runtime) start(ctx context.Context, dir string, spec ContainerSpec) err
 	stop()
 	if len(bytes.TrimSpace(data)) == 0 && readErr == nil {
 		// The pipe closed without a word: the shim has exited.
-		waitErr := cmd.Wait()
+		waitErr := wait()
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		return fmt.Errorf("shim ended without reporting (%v): %s", waitErr, tailFile(filepath.Join(dir, shimLog), 512))
 	}
-	// The shim lives as long as its container.
-	go func() { _ = cmd.Wait() }()
+	// The shim lives as long as its container; it is reaped in the
+	// background.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -261,6 +307,123 @@ func (r *Runtime) start(ctx context.Context, dir string, spec ContainerSpec) err
 		return fmt.Errorf("bad report from shim %q: %w", data, err)
 	}
 	return rep.err()
+}
+
+// spare is a shim started ahead of need: past its own start-up, it blocks
+// reading the state directory of the container it is to run from ctrl.
+type spare struct {
+	pid    int
+	ctrl   *os.File // write end: the state directory and a newline
+	report *os.File // read end of its report pipe
+	wait   func() error
+	exited chan struct{}
+}
+
+// hand gives the spare its container. On error the spare is gone.
+func (sp *spare) hand(dir string) error {
+	select {
+	case <-sp.exited:
+		sp.discard()
+		return errors.New("it has exited")
+	default:
+	}
+	_, err := io.WriteString(sp.ctrl, dir+"\n")
+	sp.ctrl.Close()
+	if err != nil {
+		sp.report.Close()
+		return err
+	}
+	return nil
+}
+
+// discard ends the spare: EOF on ctrl makes it exit.
+func (sp *spare) discard() {
+	sp.ctrl.Close()
+	sp.report.Close()
+}
+
+// takeSpare returns the spare shim, if there is one, and starts the next in
+// the background.
+func (r *Runtime) takeSpare() *spare {
+	if !r.cfg.Prestart {
+		return nil
+	}
+	r.mu.Lock()
+	sp := r.spare
+	r.spare = nil
+	r.mu.Unlock()
+	go r.refill()
+	return sp
+}
+
+// refill starts a spare shim unless there is one or one is being started.
+func (r *Runtime) refill() {
+	r.mu.Lock()
+	if r.closed || r.spare != nil || r.refilling {
+		r.mu.Unlock()
+		return
+	}
+	r.refilling = true
+	r.mu.Unlock()
+	sp, err := r.newSpare()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refilling = false
+	if err != nil {
+		r.log.Warn("start spare shim", "err", err)
+		return
+	}
+	if r.closed || r.spare != nil {
+		sp.discard()
+		return
+	}
+	r.spare = sp
+}
+
+func (r *Runtime) newSpare() (*spare, error) {
+	cr, cw, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("control pipe: %w", err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		cr.Close()
+		cw.Close()
+		return nil, fmt.Errorf("report pipe: %w", err)
+	}
+	cmd := exec.Command(r.cfg.ShimPath, append(slices.Clone(r.cfg.ShimArgs), "spare")...)
+	// Its output goes to /dev/null until it learns its state directory
+	// and opens the container's shim log.
+	cmd.ExtraFiles = []*os.File{pw, cr}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	pw.Close()
+	cr.Close()
+	if err != nil {
+		pr.Close()
+		cw.Close()
+		return nil, fmt.Errorf("run shim %s: %w", r.cfg.ShimPath, err)
+	}
+	sp := &spare{pid: cmd.Process.Pid, ctrl: cw, report: pr, exited: make(chan struct{})}
+	wait := reaper(cmd)
+	go func() {
+		wait()
+		close(sp.exited)
+	}()
+	sp.wait = wait
+	return sp, nil
+}
+
+// Close ends the spare shim (with Config.Prestart); containers are not
+// affected. Start after Close starts shims the usual way.
+func (r *Runtime) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	if r.spare != nil {
+		r.spare.discard()
+		r.spare = nil
+	}
 }
 
 // abort undoes a failed Start: whatever the shim got to run is killed and

@@ -786,3 +786,83 @@ func TestShimMainUsage(t *testing.T) {
 		t.Errorf("ShimMain(bogus) = %d, want 2", code)
 	}
 }
+
+// waitSpare waits for rt's spare shim other than not.
+func waitSpare(t *testing.T, rt *Runtime, not *spare) *spare {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		rt.mu.Lock()
+		sp := rt.spare
+		rt.mu.Unlock()
+		if sp != nil && sp != not {
+			return sp
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("no spare shim started")
+	return nil
+}
+
+func TestPrestartedShim(t *testing.T) {
+	f := newFixture(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := New(Config{StateDir: f.stateDir, ShimPath: exe, ShimArgs: []string{"__shim"}, Prestart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rt.Close)
+	f.rt = rt
+
+	var prev *spare
+	for _, id := range []string{"a", "b"} {
+		sp := waitSpare(t, rt, prev)
+		prev = sp
+		spec := f.spec(id, shArgv("echo hello "+id+"; echo oops >&2; exit 4")...)
+		f.start(spec)
+		var sh shimRecord
+		if ok, err := readJSON(filepath.Join(f.stateDir, id), shimFile, &sh); !ok || err != nil {
+			t.Fatalf("%s: shim record: %v %v", id, ok, err)
+		}
+		if sh.PID != sp.pid {
+			t.Errorf("%s ran in shim %d, want the spare %d", id, sh.PID, sp.pid)
+		}
+		if end := f.wait(id); end.ExitCode != 4 || end.Lost {
+			t.Errorf("%s: exit = %+v, want code 4", id, end)
+		}
+		got := readLog(t, spec.LogPath)
+		if fmt.Sprint(got[logs.Stdout]) != "[hello "+id+"]" || fmt.Sprint(got[logs.Stderr]) != "[oops]" {
+			t.Errorf("%s: log = %q", id, got)
+		}
+	}
+
+	// A spare that died is passed over: the start goes the usual way.
+	dead := waitSpare(t, rt, prev)
+	killPID(dead.pid)
+	<-dead.exited
+	f.start(f.spec("c", shArgv("exit 5")...))
+	if end := f.wait("c"); end.ExitCode != 5 {
+		t.Errorf("c after a dead spare: exit = %+v, want code 5", end)
+	}
+
+	// Close ends the spare; starts still work.
+	last := waitSpare(t, rt, dead)
+	rt.Close()
+	select {
+	case <-last.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the spare shim did not exit after Close")
+	}
+	f.start(f.spec("d", shArgv("exit 6")...))
+	if end := f.wait("d"); end.ExitCode != 6 {
+		t.Errorf("d after Close: exit = %+v, want code 6", end)
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.spare != nil {
+		t.Error("a spare was started after Close")
+	}
+}

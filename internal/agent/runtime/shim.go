@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	goruntime "runtime"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -26,9 +29,11 @@ import (
 const drainTimeout = 2 * time.Second
 
 // ShimMain is the body of berth's hidden shim subcommand. args are the
-// arguments after the subcommand: "start <state-dir>" (what Runtime.Start
-// runs) or "run <state-dir>" (what the first stage re-executes). It returns
-// the process exit status.
+// arguments after the subcommand: "run <state-dir>" (what Runtime.Start
+// runs), "spare" (a shim started ahead of need, told its state directory
+// on fd 4 later; see Config.Prestart) or "start <state-dir>" (a first stage
+// that re-executes the binary as "run"). It returns the process exit
+// status.
 //
 // Runtime.Start runs "run" directly, in a new session, and reaps it; a
 // restart of berth, even kill -9, changes nothing for the shim, which init
@@ -37,8 +42,13 @@ const drainTimeout = 2 * time.Second
 // binary as "run" and exits at once.
 func ShimMain(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if len(args) == 1 && args[0] == "spare" {
+		unix.CloseOnExec(3)
+		unix.CloseOnExec(4)
+		return shimSpare(log, os.NewFile(3, "report"), os.NewFile(4, "control"))
+	}
 	if len(args) != 2 || (args[0] != "start" && args[0] != "run") {
-		log.Error("usage: <shim> start|run <state-dir>", "args", args)
+		log.Error("usage: <shim> start|run <state-dir> | spare", "args", args)
 		return 2
 	}
 	dir := args[1]
@@ -94,6 +104,36 @@ func shimStart(log *slog.Logger, dir string, args []string, report *os.File) int
 	}
 	cmd.Process.Release()
 	return 0
+}
+
+// shimSpare waits for the state directory of its container on control,
+// sends its output to the container's shim log and runs it. EOF instead
+// (berth no longer needs it, or has ended) makes it exit.
+func shimSpare(log *slog.Logger, report, control *os.File) int {
+	line, err := bufio.NewReader(io.LimitReader(control, 4096)).ReadString('\n')
+	control.Close()
+	if err != nil {
+		return 0
+	}
+	dir := strings.TrimSuffix(line, "\n")
+	log = log.With("dir", dir, "stage", "spare")
+	if !filepath.IsAbs(dir) {
+		failReport(log, report, fmt.Errorf("shim: state directory %q is not absolute", dir))
+		return 2
+	}
+	out, err := os.OpenFile(filepath.Join(dir, shimLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		failReport(log, report, fmt.Errorf("shim: open log: %w", err))
+		return 1
+	}
+	for _, fd := range []int{1, 2} {
+		if err := unix.Dup3(int(out.Fd()), fd, 0); err != nil {
+			failReport(log, report, fmt.Errorf("shim: redirect output: %w", err))
+			return 1
+		}
+	}
+	out.Close()
+	return shimRun(log, dir, report)
 }
 
 func shimRun(log *slog.Logger, dir string, report *os.File) int {
