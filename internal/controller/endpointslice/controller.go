@@ -105,6 +105,14 @@ type Controller struct {
 	// before it returns.
 	queue workqueue.TypedRateLimitingInterface[string]
 
+	// waiting holds the Services whose last sync found the slice cache
+	// behind this controller's own writes. A slice event for one of them
+	// queues it at once, since the cache may just have caught up, instead
+	// of after the retry back-off (a second, as upstream), which would hold
+	// a pod's readiness back from the proxies for that long.
+	waitingMu sync.Mutex
+	waiting   map[string]bool
+
 	running atomic.Bool
 }
 
@@ -296,6 +304,7 @@ func (c *Controller) processNextItem(ctx context.Context) bool {
 
 func (c *Controller) handleErr(key string, err error) {
 	if err == nil {
+		c.setWaiting(key, false)
 		c.queue.Forget(key)
 		return
 	}
@@ -303,6 +312,7 @@ func (c *Controller) handleErr(key string, err error) {
 		var stale *staleCacheError
 		if errors.As(err, &stale) {
 			c.logger.Debug("informer cache behind own writes, retrying", "service", key)
+			c.setWaiting(key, true)
 		} else {
 			c.logger.Info("sync failed, retrying", "service", key, "err", err)
 		}
@@ -310,7 +320,37 @@ func (c *Controller) handleErr(key string, err error) {
 		return
 	}
 	c.logger.Error("sync failed, retry budget exhausted, dropping service", "service", key, "err", err)
+	c.setWaiting(key, false)
 	c.queue.Forget(key)
+}
+
+func (c *Controller) setWaiting(key string, on bool) {
+	c.waitingMu.Lock()
+	defer c.waitingMu.Unlock()
+	if on {
+		if c.waiting == nil {
+			c.waiting = map[string]bool{}
+		}
+		c.waiting[key] = true
+		return
+	}
+	delete(c.waiting, key)
+}
+
+// wakeWaiting queues the Service of s at once if its last sync waited for
+// the slice cache.
+func (c *Controller) wakeWaiting(s *discovery.EndpointSlice) {
+	key, err := esreconciler.ServiceControllerKey(s)
+	if err != nil {
+		return
+	}
+	c.waitingMu.Lock()
+	wake := c.waiting[key]
+	delete(c.waiting, key)
+	c.waitingMu.Unlock()
+	if wake {
+		c.queue.Add(key)
+	}
 }
 
 // staleCacheError says the EndpointSlice cache has not yet caught up with
@@ -561,6 +601,7 @@ func (c *Controller) onSliceAdd(obj any) {
 	if !ok {
 		return
 	}
+	c.wakeWaiting(s)
 	if c.managedByUs(s) && c.tracker.ShouldSync(s) {
 		c.enqueueForSlice(s)
 	}
@@ -572,6 +613,7 @@ func (c *Controller) onSliceUpdate(oldObj, curObj any) {
 	if !ok1 || !ok2 {
 		return
 	}
+	c.wakeWaiting(cur)
 	// Relabelling does not bump the generation, so check it by hand: both
 	// the old and the new Service need a look.
 	if prev.Labels[discovery.LabelServiceName] != cur.Labels[discovery.LabelServiceName] {
@@ -595,6 +637,7 @@ func (c *Controller) onSliceDelete(obj any) {
 			return
 		}
 	}
+	c.wakeWaiting(s)
 	// HandleDeletion is false when we did not expect this deletion: somebody
 	// else removed one of our slices, so put it back.
 	if c.managedByUs(s) && c.tracker.Has(s) && !c.tracker.HandleDeletion(s) {

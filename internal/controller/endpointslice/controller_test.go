@@ -403,3 +403,40 @@ func endpointNames(f *fixture) string {
 	}
 	return joinSorted(names)
 }
+
+// TestStaleWaitEndsWithTheSliceEvent: a Service whose sync waited for the
+// slice cache is queued again as soon as a slice of it arrives in the
+// cache, not after the retry back-off.
+func TestStaleWaitEndsWithTheSliceEvent(t *testing.T) {
+	f := newFixture(t, true)
+	f.seed(node("node-1"), service("demo", demo, intstr.FromInt32(8080)), pod(1, demo))
+	f.sync("demo")
+	f.c.queue = newQueue()
+	defer f.c.queue.ShutDown()
+	key := testNS + "/demo"
+	ours := f.slices()[0].DeepCopy() // our own write: no resync of its own
+	older := ours.DeepCopy()
+	older.Generation = 0
+
+	f.c.onSliceUpdate(older, ours)
+	if n := f.c.queue.Len(); n != 0 {
+		t.Fatalf("our own write queued the service (%d items)", n)
+	}
+	f.c.handleErr(key, &staleCacheError{service: key})
+	if n := f.c.queue.Len(); n != 0 {
+		t.Fatalf("the stale retry was queued at once (%d items), want after the back-off", n)
+	}
+	f.c.onSliceUpdate(older, ours)
+	if n := f.c.queue.Len(); n != 1 {
+		t.Fatalf("after the slice event: %d items queued, want the service at once", n)
+	}
+	if got, _ := f.c.queue.Get(); got != key {
+		t.Errorf("queued %q, want %q", got, key)
+	}
+	f.c.queue.Done(key)
+	// Woken once: the next echo of our own write queues nothing.
+	f.c.onSliceUpdate(older, ours)
+	if n := f.c.queue.Len(); n != 0 {
+		t.Errorf("a second slice event queued the service again (%d items)", n)
+	}
+}
