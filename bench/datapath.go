@@ -285,7 +285,6 @@ func (r *runner) measure(ctx context.Context, targets []*dpTarget) error {
 			}
 		}
 	}
-
 	return nil
 }
 

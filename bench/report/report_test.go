@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -105,5 +106,20 @@ func TestPercentileX(t *testing.T) {
 		if got := percentileX(tt.p); got < tt.x-1e-9 || got > tt.x+1e-9 {
 			t.Errorf("percentileX(%v) = %v, want %v", tt.p, got, tt.x)
 		}
+	}
+}
+
+func TestFailures(t *testing.T) {
+	r := &Report{}
+	ok := r.Section("ok", "fine")
+	ok.Add("a", Value{V: 1})
+	ok.AddText("skipped one", "").Skip("", "needs root")
+	bad := r.Section("bad", "broken")
+	bad.Error = "server did not start\nlog tail"
+	bad.AddText("bulk throughput, x", "failed: connection refused")
+	got := r.Failures()
+	want := []string{"bad: server did not start", "bad: bulk throughput, x: failed: connection refused"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Failures() = %q, want %q", got, want)
 	}
 }
