@@ -278,6 +278,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer a.net.Close()
 	}
 	if a.ownRT != nil {
+		a.ownRT.Warm()
 		defer a.ownRT.Close()
 	}
 	defer a.prober.Close()

@@ -60,7 +60,8 @@ type Config struct {
 	// (Go runtime and package init of the berth binary, ~40 ms), waiting to
 	// be told the state directory of the next container; Start hands the
 	// container to it and starts the next spare in the background. The
-	// spare exits when Close is called or this process ends.
+	// first spare starts at Warm or at the first Start. The spare exits
+	// when Close is called or this process ends.
 	Prestart bool
 }
 
@@ -78,6 +79,8 @@ type Runtime struct {
 	spare     *spare
 	refilling bool
 	closed    bool
+	// starting counts spares being started, which Close waits for.
+	starting sync.WaitGroup
 }
 
 // State is what is known about one container.
@@ -128,11 +131,7 @@ func New(cfg Config) (*Runtime, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("runtime: create state dir: %w", err)
 	}
-	r := &Runtime{cfg: cfg, log: log}
-	if cfg.Prestart {
-		go r.refill()
-	}
-	return r, nil
+	return &Runtime{cfg: cfg, log: log}, nil
 }
 
 func (r *Runtime) dir(id string) string { return filepath.Join(r.cfg.StateDir, id) }
@@ -356,6 +355,14 @@ func (r *Runtime) takeSpare() *spare {
 	return sp
 }
 
+// Warm starts the spare shim now (with Config.Prestart) instead of at the
+// first Start, in the background.
+func (r *Runtime) Warm() {
+	if r.cfg.Prestart {
+		go r.refill()
+	}
+}
+
 // refill starts a spare shim unless there is one or one is being started.
 func (r *Runtime) refill() {
 	r.mu.Lock()
@@ -364,7 +371,9 @@ func (r *Runtime) refill() {
 		return
 	}
 	r.refilling = true
+	r.starting.Add(1)
 	r.mu.Unlock()
+	defer r.starting.Done()
 	sp, err := r.newSpare()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -415,15 +424,19 @@ func (r *Runtime) newSpare() (*spare, error) {
 }
 
 // Close ends the spare shim (with Config.Prestart); containers are not
-// affected. Start after Close starts shims the usual way.
+// affected. It waits for a spare being started to have exec'd, so that no
+// child of this process still holds a copy of its descriptors (a lock
+// file's, say) once Close returns. Start after Close starts shims the
+// usual way.
 func (r *Runtime) Close() {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.closed = true
 	if r.spare != nil {
 		r.spare.discard()
 		r.spare = nil
 	}
+	r.mu.Unlock()
+	r.starting.Wait()
 }
 
 // abort undoes a failed Start: whatever the shim got to run is killed and

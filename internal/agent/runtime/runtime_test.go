@@ -816,6 +816,7 @@ func TestPrestartedShim(t *testing.T) {
 	}
 	t.Cleanup(rt.Close)
 	f.rt = rt
+	rt.Warm()
 
 	var prev *spare
 	for _, id := range []string{"a", "b"} {
