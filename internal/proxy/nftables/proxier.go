@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	v1 "k8s.io/api/core/v1"
-	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/kubernetes"
 
@@ -84,13 +82,11 @@ type Proxier struct {
 	setSysctl    func(path, value string) (string, error)
 	needLocalnet bool
 
-	svcChanges *proxy.ServiceChangeTracker
-	epChanges  *proxy.EndpointsChangeTracker
-	runner     *proxy.Runner
+	// Changes records what the informers deliver and runs the syncs
+	// (it provides proxy.Provider's handler methods, Sync and SyncLoop).
+	*proxy.Changes
 
-	servicesSynced atomic.Bool
-	slicesSynced   atomic.Bool
-	started        atomic.Bool
+	started atomic.Bool
 
 	syncMu sync.Mutex
 	// Fields below are guarded by syncMu.
@@ -216,8 +212,6 @@ func newProxier(cfg Config, opts PlanOptions, needLocalnet bool, k kernel,
 		clearUDP:     clearUDP,
 		setSysctl:    sysctl,
 		needLocalnet: needLocalnet,
-		svcChanges:   proxy.NewServiceChangeTracker(cfg.Logger),
-		epChanges:    proxy.NewEndpointsChangeTracker(cfg.NodeName, cfg.Logger),
 		svcMap:       proxy.ServicePortMap{},
 		epMap:        proxy.EndpointsMap{},
 		planner:      NewPlanner(opts),
@@ -228,7 +222,7 @@ func newProxier(cfg Config, opts PlanOptions, needLocalnet bool, k kernel,
 		ready:        make(chan struct{}),
 	}
 	var err error
-	p.runner, err = proxy.NewRunner(p.syncProxyRules, cfg.MinSyncPeriod, cfg.SyncPeriod)
+	p.Changes, err = proxy.NewChanges(cfg.NodeName, cfg.Logger, p.syncProxyRules, cfg.MinSyncPeriod, cfg.SyncPeriod)
 	if err != nil {
 		return nil, fmt.Errorf("nftables proxy config: %w", err)
 	}
@@ -301,66 +295,13 @@ func (p *Proxier) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Sync asks for recorded changes to be applied soon; it does not wait.
-func (p *Proxier) Sync() { p.runner.Run() }
-
-// SyncLoop applies recorded changes, rate-limited, until ctx is done. Run
-// calls it; it is exported to satisfy proxy.Provider.
-func (p *Proxier) SyncLoop(ctx context.Context) { p.runner.Loop(ctx) }
-
-// OnServiceAdd records a new Service.
-func (p *Proxier) OnServiceAdd(svc *v1.Service) { p.OnServiceUpdate(nil, svc) }
-
-// OnServiceUpdate records a changed Service.
-func (p *Proxier) OnServiceUpdate(oldSvc, svc *v1.Service) {
-	if p.svcChanges.Update(oldSvc, svc) && p.initialized() {
-		p.runner.Run()
-	}
-}
-
-// OnServiceDelete records a removed Service.
-func (p *Proxier) OnServiceDelete(svc *v1.Service) { p.OnServiceUpdate(svc, nil) }
-
-// OnServicesSynced marks the initial Service list as delivered.
-func (p *Proxier) OnServicesSynced() {
-	p.servicesSynced.Store(true)
-	p.runner.Run()
-}
-
-// OnEndpointSliceAdd records a new EndpointSlice.
-func (p *Proxier) OnEndpointSliceAdd(slice *discovery.EndpointSlice) {
-	if p.epChanges.EndpointSliceUpdate(slice, false) && p.initialized() {
-		p.runner.Run()
-	}
-}
-
-// OnEndpointSliceUpdate records a changed EndpointSlice.
-func (p *Proxier) OnEndpointSliceUpdate(_, slice *discovery.EndpointSlice) {
-	p.OnEndpointSliceAdd(slice)
-}
-
-// OnEndpointSliceDelete records a removed EndpointSlice.
-func (p *Proxier) OnEndpointSliceDelete(slice *discovery.EndpointSlice) {
-	if p.epChanges.EndpointSliceUpdate(slice, true) && p.initialized() {
-		p.runner.Run()
-	}
-}
-
-// OnEndpointSlicesSynced marks the initial EndpointSlice list as delivered.
-func (p *Proxier) OnEndpointSlicesSynced() {
-	p.slicesSynced.Store(true)
-	p.runner.Run()
-}
-
-func (p *Proxier) initialized() bool { return p.servicesSynced.Load() && p.slicesSynced.Load() }
-
 // syncProxyRules applies the recorded changes: it re-plans exactly the
 // service ports whose Service or endpoints changed and sends the difference
 // as one transaction (none when nothing changed). The first sync, and any
 // sync after a failed one, replaces the whole table instead, so the kernel
 // never stays out of step with the plan.
 func (p *Proxier) syncProxyRules() {
-	if !p.initialized() {
+	if !p.Initialized() {
 		return
 	}
 	p.syncMu.Lock()
@@ -369,8 +310,8 @@ func (p *Proxier) syncProxyRules() {
 		return
 	}
 	start := time.Now()
-	svcRes := p.svcMap.Update(p.svcChanges)
-	epRes := p.epMap.Update(p.epChanges)
+	svcRes := p.svcMap.Update(p.Services)
+	epRes := p.epMap.Update(p.Endpoints)
 
 	touched := sets.New[proxy.ServicePortName]()
 	for spn, c := range svcRes.Changed {
@@ -444,7 +385,7 @@ func (p *Proxier) syncProxyRules() {
 			lvl = slog.LevelDebug // logged once at error level until it works again
 		}
 		p.log.Log(context.Background(), lvl, "nftables sync failed; the next sync rebuilds the table", "table", p.cfg.TableName, "failures", p.failures, "err", err)
-		p.runner.RetryAfter(min(retryInterval<<min(p.failures-1, 10), p.cfg.SyncPeriod))
+		p.Runner.RetryAfter(min(retryInterval<<min(p.failures-1, 10), p.cfg.SyncPeriod))
 		p.publish(nil, sent, false, err)
 		return
 	}
@@ -465,7 +406,7 @@ func (p *Proxier) syncProxyRules() {
 		p.staleUDP = nil
 	}
 	if len(p.retired) > 0 {
-		p.runner.RetryAfter(retireDelay)
+		p.Runner.RetryAfter(retireDelay)
 	}
 	if replaced {
 		// After a rebuild every port's state may have changed.

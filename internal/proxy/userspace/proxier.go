@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
-	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/kubernetes"
 
@@ -86,13 +85,11 @@ type Proxier struct {
 	metrics   *metrics
 	nodeAddrs []netip.Addr
 
-	svcChanges *proxy.ServiceChangeTracker
-	epChanges  *proxy.EndpointsChangeTracker
-	runner     *proxy.Runner
+	// Changes records what the informers deliver and runs the syncs
+	// (it provides proxy.Provider's handler methods, Sync and SyncLoop).
+	*proxy.Changes
 
-	servicesSynced atomic.Bool
-	slicesSynced   atomic.Bool
-	started        atomic.Bool
+	started atomic.Bool
 
 	// runCtx is Run's context; set before the first sync, read by the data
 	// path to bound dials and to close connections on shutdown.
@@ -199,25 +196,23 @@ func New(cfg Config) (*Proxier, error) {
 		return nil, err
 	}
 	p := &Proxier{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		addrs:      cfg.Addresses,
-		metrics:    m,
-		nodeAddrs:  nodeAddrs,
-		svcChanges: proxy.NewServiceChangeTracker(cfg.Logger),
-		epChanges:  proxy.NewEndpointsChangeTracker(cfg.NodeName, cfg.Logger),
-		svcMap:     proxy.ServicePortMap{},
-		epMap:      proxy.EndpointsMap{},
-		ports:      map[proxy.ServicePortName]*servicePort{},
-		retry:      sets.New[proxy.ServicePortName](),
-		status:     map[string]PortStatus{},
-		synced:     make(chan struct{}),
-		ready:      make(chan struct{}),
-		runCtx:     context.Background(),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		addrs:     cfg.Addresses,
+		metrics:   m,
+		nodeAddrs: nodeAddrs,
+		svcMap:    proxy.ServicePortMap{},
+		epMap:     proxy.EndpointsMap{},
+		ports:     map[proxy.ServicePortName]*servicePort{},
+		retry:     sets.New[proxy.ServicePortName](),
+		status:    map[string]PortStatus{},
+		synced:    make(chan struct{}),
+		ready:     make(chan struct{}),
+		runCtx:    context.Background(),
 
 		recheckChunk: recheckChunk,
 	}
-	p.runner, err = proxy.NewRunner(p.syncProxyRules, cfg.MinSyncPeriod, cfg.SyncPeriod)
+	p.Changes, err = proxy.NewChanges(cfg.NodeName, cfg.Logger, p.syncProxyRules, cfg.MinSyncPeriod, cfg.SyncPeriod)
 	if err != nil {
 		return nil, fmt.Errorf("userspace proxy config: %w", err)
 	}
@@ -257,66 +252,13 @@ func (p *Proxier) Run(ctx context.Context) error {
 	}
 }
 
-// Sync asks for recorded changes to be applied soon; it does not wait.
-func (p *Proxier) Sync() { p.runner.Run() }
-
-// SyncLoop applies recorded changes, rate-limited, until ctx is done. Run
-// calls it; it is exported to satisfy proxy.Provider.
-func (p *Proxier) SyncLoop(ctx context.Context) { p.runner.Loop(ctx) }
-
-// OnServiceAdd records a new Service.
-func (p *Proxier) OnServiceAdd(svc *v1.Service) { p.OnServiceUpdate(nil, svc) }
-
-// OnServiceUpdate records a changed Service.
-func (p *Proxier) OnServiceUpdate(oldSvc, svc *v1.Service) {
-	if p.svcChanges.Update(oldSvc, svc) && p.initialized() {
-		p.runner.Run()
-	}
-}
-
-// OnServiceDelete records a removed Service.
-func (p *Proxier) OnServiceDelete(svc *v1.Service) { p.OnServiceUpdate(svc, nil) }
-
-// OnServicesSynced marks the initial Service list as delivered.
-func (p *Proxier) OnServicesSynced() {
-	p.servicesSynced.Store(true)
-	p.runner.Run()
-}
-
-// OnEndpointSliceAdd records a new EndpointSlice.
-func (p *Proxier) OnEndpointSliceAdd(slice *discovery.EndpointSlice) {
-	if p.epChanges.EndpointSliceUpdate(slice, false) && p.initialized() {
-		p.runner.Run()
-	}
-}
-
-// OnEndpointSliceUpdate records a changed EndpointSlice.
-func (p *Proxier) OnEndpointSliceUpdate(_, slice *discovery.EndpointSlice) {
-	p.OnEndpointSliceAdd(slice)
-}
-
-// OnEndpointSliceDelete records a removed EndpointSlice.
-func (p *Proxier) OnEndpointSliceDelete(slice *discovery.EndpointSlice) {
-	if p.epChanges.EndpointSliceUpdate(slice, true) && p.initialized() {
-		p.runner.Run()
-	}
-}
-
-// OnEndpointSlicesSynced marks the initial EndpointSlice list as delivered.
-func (p *Proxier) OnEndpointSlicesSynced() {
-	p.slicesSynced.Store(true)
-	p.runner.Run()
-}
-
-func (p *Proxier) initialized() bool { return p.servicesSynced.Load() && p.slicesSynced.Load() }
-
 // syncProxyRules applies the recorded changes. It touches only the service
 // ports whose Service or endpoints changed (plus ports a previous sync could
 // not finish, and, once per SyncPeriod, all of them): for each it computes
 // the wanted addresses and listeners and closes, releases, ensures and opens
 // only the difference.
 func (p *Proxier) syncProxyRules() {
-	if !p.initialized() {
+	if !p.Initialized() {
 		return
 	}
 	start := time.Now()
@@ -325,8 +267,8 @@ func (p *Proxier) syncProxyRules() {
 	if p.stopped {
 		return
 	}
-	svcRes := p.svcMap.Update(p.svcChanges)
-	epRes := p.epMap.Update(p.epChanges)
+	svcRes := p.svcMap.Update(p.Services)
+	epRes := p.epMap.Update(p.Endpoints)
 
 	touched := p.retry
 	p.retry = sets.New[proxy.ServicePortName]()
@@ -363,7 +305,7 @@ func (p *Proxier) syncProxyRules() {
 		}
 		p.recheck = p.recheck[n:]
 		if len(p.recheck) > 0 {
-			p.runner.Run()
+			p.Runner.Run()
 		} else {
 			p.recheck = nil
 		}
@@ -403,7 +345,7 @@ func (p *Proxier) syncProxyRules() {
 		}
 	}
 	if retryIn > 0 {
-		p.runner.RetryAfter(retryIn)
+		p.Runner.RetryAfter(retryIn)
 	}
 	p.publish(touched)
 	elapsed := time.Since(start)
