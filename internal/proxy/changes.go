@@ -91,3 +91,20 @@ func (c *Changes) OnEndpointSlicesSynced() {
 	c.slicesSynced.Store(true)
 	c.Runner.Run()
 }
+
+// WaitFor blocks until cond holds for a backend's applied state, checking
+// once now and once after every sync, or until ctx is done. snapshot
+// returns the state and a channel closed at the next sync, read together.
+func WaitFor[S any](ctx context.Context, snapshot func() (S, <-chan struct{}), cond func(S) bool) error {
+	for {
+		st, next := snapshot()
+		if cond(st) {
+			return nil
+		}
+		select {
+		case <-next:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

@@ -60,19 +60,11 @@ func (p *Proxier) statusLocked() Status {
 // WaitFor blocks until cond holds for the applied state, checking once now
 // and once after every sync, or until ctx is done.
 func (p *Proxier) WaitFor(ctx context.Context, cond func(Status) bool) error {
-	for {
+	return proxy.WaitFor(ctx, func() (Status, <-chan struct{}) {
 		p.stateMu.Lock()
-		st, ch := p.statusLocked(), p.synced
-		p.stateMu.Unlock()
-		if cond(st) {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+		defer p.stateMu.Unlock()
+		return p.statusLocked(), p.synced
+	}, cond)
 }
 
 // Ready is closed after the first successful sync that followed the initial
