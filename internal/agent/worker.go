@@ -47,6 +47,7 @@ type podWorker struct {
 	ctrs         map[string]*ctr
 	adoptPending bool // adopted running containers still need watchers and probes
 	att          *network.Attachment
+	releasedIP   string // the address a finished Pod had; it keeps showing it
 	netBackOff   backOff
 	netFailed    time.Time
 	netErr       string
@@ -661,6 +662,7 @@ func (w *podWorker) finish(ctx context.Context, pod *corev1.Pod) time.Time {
 		w.log.Error("tear down network of finished pod", "err", err)
 		return time.Now().Add(5 * time.Second)
 	}
+	w.releasedIP = w.att.IP.String()
 	w.att = nil
 	return time.Time{}
 }
@@ -781,6 +783,8 @@ func (w *podWorker) status(pod *corev1.Pod, terminated bool) corev1.PodStatus {
 	}
 	if w.att != nil {
 		v.PodIPs = []string{w.att.IP.String()}
+	} else if w.releasedIP != "" {
+		v.PodIPs = []string{w.releasedIP}
 	}
 	for name, c := range w.ctrs {
 		cv := containerView{Waiting: c.waiting}
