@@ -260,8 +260,16 @@ func TestServiceTypeChangeReleasesNodePorts(t *testing.T) {
 	if rp.Spec.Ports[0].NodePort != first || rp.Spec.Ports[1].NodePort != np.Spec.Ports[1].NodePort || rp.Spec.ClusterIP != np.Spec.ClusterIP {
 		t.Fatalf("replace without allocated fields: %s %v", rp.Spec.ClusterIP, rp.Spec.Ports)
 	}
-	// Changing a node port frees the old one.
-	rp.Spec.Ports[1].NodePort = 30071
+	// Changing a node port frees the old one. The new one is a port nothing
+	// holds: the others were picked at random from the test's range of 100.
+	held, free := e.used(e.nodePorts), int32(30071)
+	for {
+		if _, ok := held[strconv.Itoa(int(free))]; !ok {
+			break
+		}
+		free++
+	}
+	rp.Spec.Ports[1].NodePort = free
 	if _, _, err := e.services.Update(e.ctx, "default", "web", rp, registry.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +277,7 @@ func TestServiceTypeChangeReleasesNodePorts(t *testing.T) {
 	if _, held := u[strconv.Itoa(int(np.Spec.Ports[1].NodePort))]; held {
 		t.Errorf("old node port %d still held: %v", np.Spec.Ports[1].NodePort, u)
 	}
-	if len(u) != 3 { // next's 30070, web's first and 30071
+	if len(u) != 3 { // next's 30070, web's first and free
 		t.Errorf("node ports held: %v", u)
 	}
 }

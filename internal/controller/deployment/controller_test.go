@@ -3,8 +3,10 @@ package deployment
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -72,6 +74,17 @@ func startCluster(t *testing.T, invariant func(pods []v1.Pod) string) *cluster {
 		}
 	})
 	return c
+}
+
+// podSummary names each Pod with its template hash, readiness and whether
+// it is terminating, for a failure message.
+func podSummary(pods []v1.Pod) string {
+	var b strings.Builder
+	for i := range pods {
+		p := &pods[i]
+		fmt.Fprintf(&b, "%s(%s ready=%t terminating=%t) ", p.Name, p.Labels[appsv1.DefaultDeploymentUniqueLabelKey], isReady(p), p.DeletionTimestamp != nil)
+	}
+	return b.String()
 }
 
 func (c *cluster) broken() string {
@@ -265,11 +278,11 @@ func TestRollingUpdateKeepsAvailability(t *testing.T) {
 			armed.Do(func() { check = true })
 		}
 		if check && ready < 3 {
-			return "fewer than 3 available pods during the rollout"
+			return "fewer than 3 available pods during the rollout: " + podSummary(pods)
 		}
 		// Terminating Pods do not count against maxSurge, as upstream.
 		if live > 4 {
-			return "more than 4 live pods (maxSurge 1)"
+			return "more than 4 live pods (maxSurge 1): " + podSummary(pods)
 		}
 		return ""
 	})

@@ -146,6 +146,24 @@ func TestNewRSNewReplicas(t *testing.T) {
 	}
 }
 
+// TestNewRSWaitsForScaledDownPodsToGo: an old ReplicaSet just scaled from
+// 3 to 2 still runs 3 Pods until its controller removes one; the new one
+// may not take that slot yet, or 5 Pods would run with maxSurge 1.
+func TestNewRSWaitsForScaledDownPodsToGo(t *testing.T) {
+	d := testDeployment(3, intstr.FromInt32(1), intstr.FromInt32(0))
+	old := testRS("old", 2, 3, time.Hour)
+	old.Status.Replicas = 3
+	newRS := testRS("new", 1, 1, 0)
+	all := []*appsv1.ReplicaSet{old, newRS}
+	if got, err := newRSNewReplicas(d, all, newRS); err != nil || got != 1 {
+		t.Fatalf("got %d, %v; want 1 until the old Pod is gone", got, err)
+	}
+	old.Status.Replicas = 2
+	if got, err := newRSNewReplicas(d, all, newRS); err != nil || got != 2 {
+		t.Fatalf("got %d, %v; want 2 once it is", got, err)
+	}
+}
+
 // TestPlanNewReplicaSet mirrors upstream's
 // TestDeploymentController_reconcileNewReplicaSet.
 func TestPlanNewReplicaSet(t *testing.T) {
@@ -188,6 +206,9 @@ func TestPlanOldReplicaSets(t *testing.T) {
 		{"one unhealthy cleaned, one ready scaled down", 10, 2, 10, 0, 9, 0, 8},
 		{"unavailable new pods do not make room", 10, 2, 8, 2, 8, 0, -1},
 		{"new pods available: old go", 3, 0, 3, 1, 3, 1, 2},
+		// Just scaled from 3 to 2, the old status still counts the Pod
+		// being removed: only 4 stay available, so one more may go.
+		{"status not caught up with a scale-down", 3, 0, 2, 3, 3, 2, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -107,7 +107,7 @@ func newRSNewReplicas(d *appsv1.Deployment, all []*appsv1.ReplicaSet, newRS *app
 		if err != nil {
 			return 0, err
 		}
-		current := replicaCount(all)
+		current := runningAtMost(all)
 		maxTotal := replicasOf(d) + surge
 		if current >= maxTotal {
 			return rsReplicas(newRS), nil
@@ -173,6 +173,21 @@ func replicaCount(rss []*appsv1.ReplicaSet) int32 {
 	for _, rs := range rss {
 		if rs != nil {
 			n += rsReplicas(rs)
+		}
+	}
+	return n
+}
+
+// runningAtMost is how many Pods the ReplicaSets may be running: each one's
+// spec.replicas, or its status's count while that is higher. Upstream
+// counts spec.replicas only, so right after an old ReplicaSet is scaled
+// down, before its controller removed the Pod, the new one could already
+// take the freed slot and the rollout run one Pod past maxSurge.
+func runningAtMost(rss []*appsv1.ReplicaSet) int32 {
+	var n int32
+	for _, rs := range rss {
+		if rs != nil {
+			n += max(rsReplicas(rs), rs.Status.Replicas)
 		}
 	}
 	return n
