@@ -18,8 +18,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -139,6 +141,8 @@ type Agent struct {
 
 	recorder record.EventRecorder
 	lister   corelisters.PodLister
+	services corelisters.ServiceLister // every namespace's, for service links
+	svcSync  cache.InformerSynced
 	endpoint string // advertised agent API URL
 
 	mu       sync.Mutex // guards workers, finished, adopt, runCtx, stopping
@@ -361,11 +365,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("agent: watch pods: %w", err)
 	}
+	// Service links are part of a container's environment: like the
+	// kubelet, start no container before the Services were read once.
+	svcFactory := informers.NewSharedInformerFactory(a.client, 0)
+	services := svcFactory.Core().V1().Services()
+	a.services, a.svcSync = services.Lister(), services.Informer().HasSynced
 	factory.Start(ctx.Done())
+	svcFactory.Start(ctx.Done())
 	defer factory.Shutdown()
+	defer svcFactory.Shutdown()
 	defer a.stopWorkers()
 	defer cancel() // workers stop on ctx, so cancel first
-	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced, services.Informer().HasSynced) {
 		return a.runResult(ctx, srvErr)
 	}
 	a.housekeep(ctx)
@@ -480,4 +491,32 @@ func (a *Agent) worker(ref server.PodRef) *podWorker {
 // them out: <ns>_<name>_<uid>/<container>/<attempt>.log.
 func (a *Agent) podLogDir(namespace, name string, uid types.UID) string {
 	return filepath.Join(a.logDir, namespace+"_"+name+"_"+string(uid))
+}
+
+// serviceLinks is the service-link environment of pod's containers, from
+// the Services the agent has seen. Like the kubelet, it waits until the
+// Services were read once: workers start on the first pod events, which can
+// come before that.
+func (a *Agent) serviceLinks(ctx context.Context, pod *corev1.Pod) map[string]string {
+	if a.services == nil {
+		return nil
+	}
+	if !a.svcSync() {
+		err := wait.PollUntilContextCancel(ctx, 5*time.Millisecond, true, func(context.Context) (bool, error) { return a.svcSync(), nil })
+		if err != nil {
+			return nil
+		}
+	}
+	// The Pod's namespace, and the default namespace's "kubernetes".
+	list, err := a.services.Services(pod.Namespace).List(labels.Everything())
+	if err != nil {
+		a.log.Warn("list services for service links", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		return nil
+	}
+	if pod.Namespace != metav1.NamespaceDefault {
+		if k, err := a.services.Services(metav1.NamespaceDefault).Get("kubernetes"); err == nil {
+			list = append(list, k)
+		}
+	}
+	return podspec.ServiceLinks(pod, list)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/berth-project/berth/internal/agent/runtime"
@@ -283,4 +284,27 @@ func TestRestartPolicyNever(t *testing.T) {
 	// Deleting a finished pod is immediate and cleans up.
 	h.delete("done")
 	h.waitFor("cleanup", 10*time.Second, func() bool { return len(podLeftovers(t, a, ok)) == 0 })
+}
+
+// TestServiceLinks: containers get the kubelet's service-link variables
+// for the Services that exist when they start, in their env and in $(VAR)
+// references of their command.
+func TestServiceLinks(t *testing.T) {
+	h := newHarness(t)
+	for _, s := range []*corev1.Service{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "demo"}, Spec: corev1.ServiceSpec{ClusterIP: "127.96.0.10", Ports: []corev1.ServicePort{{Name: "http", Port: 8080, Protocol: corev1.ProtocolTCP}}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "elsewhere", Name: "db"}, Spec: corev1.ServiceSpec{ClusterIP: "127.96.0.11", Ports: []corev1.ServicePort{{Port: 5432, Protocol: corev1.ProtocolTCP}}}},
+	} {
+		if _, err := h.client.CoreV1().Services(s.Namespace).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := h.start()
+	p := pod("links", sh("app", `echo "$(DEMO_SERVICE_HOST) $DEMO_SERVICE_PORT_HTTP $DEMO_PORT_8080_TCP db=${DB_SERVICE_HOST:-none}"`))
+	p.Spec.RestartPolicy = corev1.RestartPolicyNever
+	p = h.create(p)
+	h.waitPod("links", "Succeeded", 20*time.Second, func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
+	if got, want := readLog(t, a, p, "app", false), "127.96.0.10 8080 tcp://127.96.0.10:8080 db=none\n"; got != want {
+		t.Errorf("log %q, want %q", got, want)
+	}
 }

@@ -525,7 +525,7 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *ctr, now time
 		return until
 	}
 
-	proc, err := podspec.Build(ctx, pod, c.spec, c.specPath(), w.processOptions())
+	proc, err := podspec.Build(ctx, pod, c.spec, c.specPath(), w.processOptions(ctx, pod))
 	if err != nil {
 		var pe *podspec.Error
 		if errors.As(err, &pe) {
@@ -596,7 +596,7 @@ func (w *podWorker) reportedRestarts(pod *corev1.Pod, name string) (int, bool) {
 	return 0, false
 }
 
-func (w *podWorker) processOptions() podspec.Options {
+func (w *podWorker) processOptions(ctx context.Context, pod *corev1.Pod) podspec.Options {
 	o := podspec.Options{
 		BerthPath: w.a.cfg.BerthPath,
 		BaseEnv:   w.a.processEnv,
@@ -606,6 +606,7 @@ func (w *podWorker) processOptions() podspec.Options {
 		Resolver:  w.a.resolver,
 	}
 	o.Allocatable = w.a.allocatable()
+	o.ServiceEnv = w.a.serviceLinks(ctx, pod)
 	if w.att != nil {
 		o.Addresses.PodIPs = []string{w.att.IP.String()}
 		if w.att.NetNSPath == "" {

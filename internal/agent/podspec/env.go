@@ -39,10 +39,11 @@ type EnvVar struct {
 // kubelet does: envFrom sources first (keys that are not valid variable
 // names are skipped), then env in order, each value's $(VAR) references
 // expanded against the variables defined before it, and valueFrom resolved
-// through the downward API, resources or res. A later definition replaces
-// an earlier one in place. The error is an *Error with reason
-// CreateContainerConfigError.
-func ResolveEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Container, addrs PodAddresses, allocatable corev1.ResourceList, res Resolver) ([]EnvVar, error) {
+// through the downward API, resources or res. References may also name the
+// service links (services), which the container's own variables shadow. A
+// later definition replaces an earlier one in place. The error is an *Error
+// with reason CreateContainerConfigError.
+func ResolveEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Container, addrs PodAddresses, allocatable corev1.ResourceList, res Resolver, services map[string]string) ([]EnvVar, error) {
 	var out []EnvVar
 	index := map[string]int{}
 	values := map[string]string{}
@@ -106,7 +107,7 @@ func ResolveEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Container, addrs
 		v := e.Value
 		switch {
 		case v != "":
-			v = Expand(v, mapLookup(values))
+			v = Expand(v, mapLookup(values, services))
 		case e.ValueFrom != nil:
 			vf := e.ValueFrom
 			var err error

@@ -202,7 +202,7 @@ func TestResolveEnv(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ResolveEnv(context.Background(), testPod(), &tt.container, addrs, alloc, res)
+			got, err := ResolveEnv(context.Background(), testPod(), &tt.container, addrs, alloc, res, nil)
 			if tt.wantErr != "" {
 				var pe *Error
 				if !errors.As(err, &pe) || pe.Reason != ReasonCreateContainerConfigError || !strings.Contains(err.Error(), tt.wantErr) {
@@ -227,7 +227,7 @@ func TestResolveEnv(t *testing.T) {
 
 func TestResolveEnvWithoutResolver(t *testing.T) {
 	c := corev1.Container{EnvFrom: []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}}}}
-	_, err := ResolveEnv(context.Background(), testPod(), &c, PodAddresses{}, nil, nil)
+	_, err := ResolveEnv(context.Background(), testPod(), &c, PodAddresses{}, nil, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), `get configmap "cfg"`) {
 		t.Fatalf("err = %v", err)
 	}

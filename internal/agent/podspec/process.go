@@ -3,7 +3,9 @@ package podspec
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -64,6 +66,10 @@ type Options struct {
 	Allocatable corev1.ResourceList
 	// Resolver reads ConfigMaps and Secrets; nil makes every reference fail.
 	Resolver Resolver
+	// ServiceEnv is the Pod's service links (see ServiceLinks). The
+	// container's own variables override them, and $(VAR) references in its
+	// env, command and args can name them.
+	ServiceEnv map[string]string
 }
 
 // Process is what to run for one container.
@@ -100,11 +106,12 @@ func isPauseImage(image string) bool {
 // container in messages, e.g. "spec.containers[0]". The error is an *Error
 // for every problem with the spec.
 func Build(ctx context.Context, pod *corev1.Pod, c *corev1.Container, fieldPath string, opts Options) (Process, error) {
-	env, err := ResolveEnv(ctx, pod, c, opts.Addresses, opts.Allocatable, opts.Resolver)
+	env, err := ResolveEnv(ctx, pod, c, opts.Addresses, opts.Allocatable, opts.Resolver, opts.ServiceEnv)
 	if err != nil {
 		return Process{}, err
 	}
-	values := make(map[string]string, len(env))
+	values := make(map[string]string, len(env)+len(opts.ServiceEnv))
+	maps.Copy(values, opts.ServiceEnv)
 	for _, e := range env {
 		values[e.Name] = e.Value
 	}
@@ -185,15 +192,16 @@ func nonRoot(pod *corev1.Pod, c *corev1.Container) bool {
 	return v
 }
 
-// mergeEnv puts the node's base variables, HOSTNAME and the bind address
-// first and the container's own after them; a container variable replaces
-// a base one of the same name.
+// mergeEnv puts the node's base variables, HOSTNAME, the bind address and
+// the service links first (the links sorted by name) and the container's
+// own after them; a container variable replaces any of the others of the
+// same name.
 func mergeEnv(opts Options, pod *corev1.Pod, env []EnvVar) []string {
 	own := make(map[string]bool, len(env))
 	for _, e := range env {
 		own[e.Name] = true
 	}
-	out := make([]string, 0, len(opts.BaseEnv)+2+len(env))
+	out := make([]string, 0, len(opts.BaseEnv)+2+len(opts.ServiceEnv)+len(env))
 	seen := map[string]bool{}
 	add := func(k, v string) {
 		if own[k] || seen[k] {
@@ -210,6 +218,9 @@ func mergeEnv(opts Options, pod *corev1.Pod, env []EnvVar) []string {
 	add(EnvHostname, Hostname(pod))
 	if opts.BindAddress != "" {
 		add(EnvBindAddress, opts.BindAddress)
+	}
+	for _, k := range slices.Sorted(maps.Keys(opts.ServiceEnv)) {
+		add(k, opts.ServiceEnv[k])
 	}
 	for _, e := range env {
 		out = append(out, e.Name+"="+e.Value)

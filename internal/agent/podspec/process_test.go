@@ -82,6 +82,18 @@ func TestBuild(t *testing.T) {
 			wantArgv:  []string{"env"},
 		},
 		{
+			name: "service links, shadowed by and expanded in the container's env",
+			container: corev1.Container{Image: "x", Command: []string{"echo", "$(DEMO_SERVICE_HOST)"}, Env: []corev1.EnvVar{
+				{Name: "DEMO_SERVICE_PORT", Value: "9999"},
+				{Name: "URL", Value: "http://$(DEMO_SERVICE_HOST):$(DEMO_SERVICE_PORT)"},
+			}},
+			opts: func(o *Options) {
+				o.ServiceEnv = map[string]string{"DEMO_SERVICE_PORT": "8080", "DEMO_SERVICE_HOST": "10.96.0.10"}
+			},
+			wantArgv: []string{"echo", "10.96.0.10"},
+			wantEnv:  []string{"PATH=/usr/bin:/bin", "HOME=/root", "HOSTNAME=web-1", "DEMO_SERVICE_HOST=10.96.0.10", "DEMO_SERVICE_PORT=9999", "URL=http://10.96.0.10:9999"},
+		},
+		{
 			name:      "spec.hostname wins over the pod name",
 			pod:       func(p *corev1.Pod) { p.Spec.Hostname = "db-0" },
 			container: corev1.Container{Image: "x", Command: []string{"true"}},
