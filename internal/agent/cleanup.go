@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,14 +19,18 @@ import (
 type CleanupResult struct {
 	Containers  int
 	Attachments int
+	// Bridge names the netns-mode host bridge it deleted, or is "".
+	Bridge string
 }
 
 // Cleanup stops every container and tears down every pod network attachment
 // recorded under stateDir (the agent's StateDir), for a machine that should
 // run no Pods any more once berth has stopped: the agent leaves pods running
 // on purpose, so that the next agent adopts them. berthPath is the berth
-// binary (the runtime's shim). The agent must not be running.
-func Cleanup(ctx context.Context, stateDir, berthPath string, log *slog.Logger) (CleanupResult, error) {
+// binary (the runtime's shim) and bridge the netns-mode bridge's name (""
+// for the default), which goes too once no pod is on it. The agent must not
+// be running.
+func Cleanup(ctx context.Context, stateDir, berthPath, bridge string, log *slog.Logger) (CleanupResult, error) {
 	var res CleanupResult
 	if log == nil {
 		log = slog.Default()
@@ -62,21 +67,34 @@ func Cleanup(ctx context.Context, stateDir, berthPath string, log *slog.Logger) 
 		if _, err := os.Stat(filepath.Join(stateDir, "network", mode)); err != nil {
 			continue
 		}
-		n, err := network.New(network.Config{Mode: mode, StateDir: filepath.Join(stateDir, "network"), Logger: log})
+		n, err := network.New(network.Config{Mode: mode, StateDir: filepath.Join(stateDir, "network"), BridgeName: bridge, Logger: log})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s network: %w", mode, err))
 			continue
 		}
-		atts, err := n.List()
-		if err != nil {
-			errs = append(errs, err)
+		atts, listErr := n.List()
+		if listErr != nil {
+			errs = append(errs, listErr)
 		}
+		torn := 0
 		for _, a := range atts {
 			if err := n.Teardown(ctx, a.PodUID); err != nil {
 				errs = append(errs, fmt.Errorf("tear down pod %s: %w", a.PodUID, err))
 				continue
 			}
-			res.Attachments++
+			torn++
+		}
+		res.Attachments += torn
+		// With every pod network gone, the bridge goes too (if no other
+		// berth's pods are on it).
+		if listErr == nil && torn == len(atts) {
+			removed, err := n.RemoveBridge()
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if removed {
+				res.Bridge = cmp.Or(bridge, network.DefaultBridgeName)
+			}
 		}
 		_ = n.Close()
 	}

@@ -210,23 +210,28 @@ func (n *Network) ensureHost(h *netlink.Handle) (netlink.Link, error) {
 	if err := h.LinkSetUp(br); err != nil {
 		return nil, fmt.Errorf("set bridge %s up: %w", n.bridge, err)
 	}
-	if err := enableIPForward(); err != nil {
+	changed, err := enableIPForward()
+	if err != nil {
 		return nil, err
+	}
+	if changed {
+		// A host setting berth changes: say so (berth cleanup leaves it).
+		n.log.Info("enabled IPv4 forwarding for the pod network", "sysctl", "net.ipv4.ip_forward", "was", "0")
 	}
 	return br, nil
 }
 
 // enableIPForward writes the sysctl of the namespace this goroutine's thread
 // is in, which is always berth's own (see InNetNS).
-func enableIPForward() error {
+func enableIPForward() (changed bool, err error) {
 	cur, err := os.ReadFile(ipForwardPath)
 	if err == nil && strings.TrimSpace(string(cur)) == "1" {
-		return nil
+		return false, nil
 	}
 	if err := os.WriteFile(ipForwardPath, []byte("1\n"), 0o644); err != nil {
-		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+		return false, fmt.Errorf("enable IPv4 forwarding: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 // ensureVeth returns the host end and the pod's eth0 of a veth pair,
@@ -295,6 +300,39 @@ func (n *Network) teardownNetNS(uid string) error {
 		return fmt.Errorf("find veth %s: %w", name, err)
 	}
 	return deleteNetNS(netnsPath(uid))
+}
+
+// removeBridge deletes the pod bridge when no veth is attached to it any
+// more. A bridge with ports is left alone: it may serve another berth's pods.
+func (n *Network) removeBridge() (bool, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return false, fmt.Errorf("open netlink: %w", err)
+	}
+	defer h.Close()
+	br, err := h.LinkByName(n.bridge)
+	if isLinkNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("find bridge %s: %w", n.bridge, err)
+	}
+	if br.Type() != "bridge" {
+		return false, nil // not ours
+	}
+	links, err := h.LinkList()
+	if err != nil {
+		return false, fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			return false, nil
+		}
+	}
+	if err := h.LinkDel(br); err != nil && !isLinkNotFound(err) {
+		return false, fmt.Errorf("delete bridge %s: %w", n.bridge, err)
+	}
+	return true, nil
 }
 
 // ensureNetNS makes nsPath a bind mount of a network namespace. A file

@@ -250,6 +250,10 @@ func testNetNSInside(t *testing.T) {
 		t.Fatalf("List = %+v, %v", list, err)
 	}
 
+	// The bridge stays while a pod's veth is on it.
+	if removed, err := n.RemoveBridge(); err != nil || removed {
+		t.Fatalf("RemoveBridge with pods attached = %t, %v; want it kept", removed, err)
+	}
 	for _, uid := range uids {
 		if err := n.Teardown(ctx, uid); err != nil {
 			t.Fatalf("Teardown: %v", err)
@@ -275,6 +279,15 @@ func testNetNSInside(t *testing.T) {
 		if strings.HasPrefix(e.Name(), "10.") {
 			t.Errorf("allocation file %s left after teardown", e.Name())
 		}
+	}
+	if removed, err := n.RemoveBridge(); err != nil || !removed {
+		t.Fatalf("RemoveBridge with no pods = %t, %v; want it removed", removed, err)
+	}
+	if _, err := netlink.LinkByName(DefaultBridgeName); !isLinkNotFound(err) {
+		t.Errorf("bridge %s still there (err %v)", DefaultBridgeName, err)
+	}
+	if removed, err := n.RemoveBridge(); err != nil || removed {
+		t.Errorf("second RemoveBridge = %t, %v; want nothing to do", removed, err)
 	}
 }
 

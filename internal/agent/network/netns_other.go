@@ -21,3 +21,5 @@ func InNetNS(nsPath string, fn func() error) error {
 func (n *Network) setupNetNS(context.Context, string, netip.Addr) error { return errNoNetNS }
 
 func (n *Network) teardownNetNS(string) error { return errNoNetNS }
+
+func (n *Network) removeBridge() (bool, error) { return false, nil }

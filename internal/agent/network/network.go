@@ -214,6 +214,18 @@ func (n *Network) Close() error {
 	return n.ipam.Close()
 }
 
+// RemoveBridge deletes the host bridge of netns mode if no pod's veth is
+// on it (berth cleanup, once every pod network is torn down); it reports
+// whether it did. In loopback mode there is nothing to remove.
+func (n *Network) RemoveBridge() (bool, error) {
+	if n.mode != ModeNetNS {
+		return false, nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.removeBridge()
+}
+
 // Setup gives the pod its network identity, or returns (and repairs) the
 // one it already has. podNamespace and podName are recorded for logs and
 // List. On failure nothing new is left behind.
