@@ -292,14 +292,20 @@ func (c *Controller) syncService(ctx context.Context, key string) error {
 			if apierrors.HasStatusCause(err, v1.NamespaceTerminatingCause) {
 				return nil // creates will go on failing; the namespace is going
 			}
-			c.events.Eventf(want, v1.EventTypeWarning, "FailedToCreateEndpoint", "Failed to create endpoint for service %s: %v", key, err)
+			// AlreadyExists: the cache is behind this controller's own
+			// create; the retry sees it. Not worth a Warning to users.
+			if !apierrors.IsAlreadyExists(err) {
+				c.events.Eventf(want, v1.EventTypeWarning, "FailedToCreateEndpoint", "Failed to create endpoint for service %s: %v", key, err)
+			}
 			return fmt.Errorf("create endpoints %s: %w", key, err)
 		}
 		c.logger.Debug("created endpoints", "service", key)
 		return nil
 	}
 	if _, err := c.client.CoreV1().Endpoints(namespace).Update(ctx, want, metav1.UpdateOptions{}); err != nil {
-		c.events.Eventf(want, v1.EventTypeWarning, "FailedToUpdateEndpoint", "Failed to update endpoint %s: %v", key, err)
+		if !apierrors.IsConflict(err) { // a stale cache too
+			c.events.Eventf(want, v1.EventTypeWarning, "FailedToUpdateEndpoint", "Failed to update endpoint %s: %v", key, err)
+		}
 		return fmt.Errorf("update endpoints %s: %w", key, err)
 	}
 	c.logger.Debug("updated endpoints", "service", key)

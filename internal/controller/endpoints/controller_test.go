@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -274,5 +275,45 @@ func dump(t *testing.T, client *fake.Clientset) {
 	sl, _ := client.DiscoveryV1().EndpointSlices(testNS).List(context.Background(), metav1.ListOptions{})
 	for _, s := range sl.Items {
 		t.Logf("slice %s labels=%v owners=%v ports=%v eps=%+v", s.Name, s.Labels, s.OwnerReferences, s.Ports, s.Endpoints)
+	}
+}
+
+// TestStaleCacheIsNoWarning: a sync whose cache does not show the
+// Endpoints it created a moment ago gets AlreadyExists. That is retried, and
+// not reported to users as a FailedToCreateEndpoint Warning.
+func TestStaleCacheIsNoWarning(t *testing.T) {
+	f := newFixture(t)
+	rec := record.NewFakeRecorder(10)
+	f.c.events.set(rec)
+	svc := svcSpec("demo")
+	f.seed(svc, slice("demo-1", svc, discovery.AddressTypeIPv4, []int32{8080}, endpoint("10.0.0.1", "a")))
+	// In the API, not yet in the informer's store.
+	if err := f.client.Tracker().Add(&v1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "demo", Namespace: testNS}}); err != nil {
+		t.Fatal(err)
+	}
+	err := f.c.syncService(context.Background(), testNS+"/demo")
+	if !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("sync = %v, want AlreadyExists (retried)", err)
+	}
+	select {
+	case e := <-rec.Events:
+		t.Errorf("event %q for a stale cache", e)
+	default:
+	}
+
+	// Any other failure is reported.
+	f.client.PrependReactor("create", "endpoints", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(v1.Resource("endpoints"), "demo", fmt.Errorf("quota"))
+	})
+	if err := f.c.syncService(context.Background(), testNS+"/demo"); err == nil {
+		t.Fatal("sync succeeded against a forbidding API")
+	}
+	select {
+	case e := <-rec.Events:
+		if !strings.Contains(e, "FailedToCreateEndpoint") {
+			t.Errorf("event %q", e)
+		}
+	default:
+		t.Error("no FailedToCreateEndpoint event for a forbidden create")
 	}
 }
