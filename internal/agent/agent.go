@@ -143,7 +143,10 @@ type Agent struct {
 	lister   corelisters.PodLister
 	services corelisters.ServiceLister // every namespace's, for service links
 	svcSync  cache.InformerSynced
-	endpoint string // advertised agent API URL
+	// leaseFailed: the last Lease renewal failed (and was logged). Used by
+	// the heartbeat goroutine only, and before it by registerNode.
+	leaseFailed bool
+	endpoint    string // advertised agent API URL
 
 	mu       sync.Mutex // guards workers, finished, adopt, runCtx, stopping
 	workers  map[types.UID]*podWorker

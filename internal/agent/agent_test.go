@@ -82,6 +82,22 @@ func TestPodRunsAndBecomesReady(t *testing.T) {
 	if len(node.Status.Addresses) != 2 || node.Status.Addresses[0].Address != "127.0.0.1" {
 		t.Errorf("node addresses %+v", node.Status.Addresses)
 	}
+
+	// The node Lease, renewed on every heartbeat (1s here).
+	lease, err := h.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), testNode, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("node lease: %v", err)
+	}
+	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != testNode || lease.Spec.RenewTime == nil ||
+		lease.Spec.LeaseDurationSeconds == nil || *lease.Spec.LeaseDurationSeconds != 40 ||
+		len(lease.OwnerReferences) != 1 || lease.OwnerReferences[0].UID != node.UID || lease.OwnerReferences[0].Kind != "Node" {
+		t.Fatalf("node lease %+v", lease)
+	}
+	first := lease.Spec.RenewTime.Time
+	h.waitFor("lease renewed", 5*time.Second, func() bool {
+		l, err := h.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), testNode, metav1.GetOptions{})
+		return err == nil && l.Spec.RenewTime != nil && l.Spec.RenewTime.After(first)
+	})
 }
 
 func fieldEnv(name, path string) corev1.EnvVar {

@@ -97,7 +97,11 @@ func (a *Agent) ensureNode(ctx context.Context, port int) error {
 	if err != nil {
 		return err
 	}
-	return a.updateNodeStatus(ctx, node, port)
+	if err := a.updateNodeStatus(ctx, node, port); err != nil {
+		return err
+	}
+	a.renewLease(ctx, node)
+	return nil
 }
 
 func (a *Agent) nodeObject(port int) *corev1.Node {
@@ -182,6 +186,7 @@ func (a *Agent) heartbeat(ctx context.Context, port int) {
 			err = a.ensureNode(ctx, port)
 		case err == nil:
 			err = a.updateNodeStatus(ctx, node, port)
+			a.renewLease(ctx, node)
 		}
 		if err != nil && ctx.Err() == nil {
 			a.log.Warn("node heartbeat", "err", err)

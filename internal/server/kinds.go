@@ -7,6 +7,7 @@ import (
 	"github.com/berth-project/berth/internal/registry/endpoints"
 	"github.com/berth-project/berth/internal/registry/endpointslice"
 	"github.com/berth-project/berth/internal/registry/event"
+	"github.com/berth-project/berth/internal/registry/lease"
 	"github.com/berth-project/berth/internal/registry/namespace"
 	"github.com/berth-project/berth/internal/registry/node"
 	"github.com/berth-project/berth/internal/registry/pod"
@@ -27,6 +28,7 @@ func kinds(svc service.Config) []*registry.Kind {
 		endpointslice.Kind(),
 		deployment.Kind(),
 		replicaset.Kind(),
+		lease.Kind(),
 	}
 }
 

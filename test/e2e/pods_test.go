@@ -70,10 +70,24 @@ func containerPID(t *testing.T, podName string) int {
 }
 
 func podScenario(t *testing.T, s *server, mode string) {
+	// The node, with the Lease the agent renews (made at registration).
+	var out string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, _, _ = s.kubectl("describe", "node")
+		if strings.Contains(out, "HolderIdentity:") || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, want := range []string{"Lease:", "HolderIdentity:", "RenewTime:", "KubeletReady"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe node: missing %q in:\n%s", want, out)
+		}
+	}
+
 	// The seed pods answer on their own IPs with their own names.
 	s.mustKubectl("apply", "-f", filepath.Join(examplesDir(), "pods.yaml"), "-f", filepath.Join(examplesDir(), "process-pod.yaml"))
 	waitPodsReady(t, s, "foo", "bar")
-	out := s.mustKubectl("get", "pods")
+	out = s.mustKubectl("get", "pods")
 	for _, n := range []string{"foo", "bar"} {
 		line := lineWith(out, n)
 		if !strings.Contains(line, "1/1") || !strings.Contains(line, "Running") {
