@@ -2,6 +2,7 @@ package network
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -210,28 +211,30 @@ func (n *Network) ensureHost(h *netlink.Handle) (netlink.Link, error) {
 	if err := h.LinkSetUp(br); err != nil {
 		return nil, fmt.Errorf("set bridge %s up: %w", n.bridge, err)
 	}
-	changed, err := enableIPForward()
+	was, err := enableIPForward()
 	if err != nil {
 		return nil, err
 	}
-	if changed {
+	if was != "" {
 		// A host setting berth changes: say so (berth cleanup leaves it).
-		n.log.Info("enabled IPv4 forwarding for the pod network", "sysctl", "net.ipv4.ip_forward", "was", "0")
+		n.log.Info("enabled IPv4 forwarding for the pod network", "sysctl", "net.ipv4.ip_forward", "was", was)
 	}
 	return br, nil
 }
 
 // enableIPForward writes the sysctl of the namespace this goroutine's thread
-// is in, which is always berth's own (see InNetNS).
-func enableIPForward() (changed bool, err error) {
+// is in, which is always berth's own (see InNetNS). It returns the value it
+// replaced, or "" if forwarding was on already.
+func enableIPForward() (was string, err error) {
 	cur, err := os.ReadFile(ipForwardPath)
-	if err == nil && strings.TrimSpace(string(cur)) == "1" {
-		return false, nil
+	was = strings.TrimSpace(string(cur))
+	if err == nil && was == "1" {
+		return "", nil
 	}
 	if err := os.WriteFile(ipForwardPath, []byte("1\n"), 0o644); err != nil {
-		return false, fmt.Errorf("enable IPv4 forwarding: %w", err)
+		return "", fmt.Errorf("enable IPv4 forwarding: %w", err)
 	}
-	return true, nil
+	return cmp.Or(was, "unknown"), nil
 }
 
 // ensureVeth returns the host end and the pod's eth0 of a veth pair,
