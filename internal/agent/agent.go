@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -143,8 +144,10 @@ type Agent struct {
 	lister   corelisters.PodLister
 	services corelisters.ServiceLister // every namespace's, for service links
 	svcSync  cache.InformerSynced
-	// leaseFailed: the last Lease renewal failed (and was logged). Used by
-	// the heartbeat goroutine only, and before it by registerNode.
+	// lease is the node Lease as last written, and leaseFailed says the
+	// last renewal failed (and was logged). Used by the heartbeat goroutine
+	// only, and before it by registerNode.
+	lease       *coordinationv1.Lease
 	leaseFailed bool
 	endpoint    string // advertised agent API URL
 

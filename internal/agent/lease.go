@@ -33,35 +33,46 @@ func (a *Agent) renewLease(ctx context.Context, node *corev1.Node) {
 	}
 }
 
+// writeLease updates the Lease the agent last wrote, as the kubelet does;
+// only when it has none, or that write fails, does it read the Lease again.
 func (a *Agent) writeLease(ctx context.Context, node *corev1.Node) error {
 	leases := a.client.CoordinationV1().Leases(corev1.NamespaceNodeLease)
-	now := metav1.NewMicroTime(time.Now())
-	owner := metav1.OwnerReference{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}
-	l, err := leases.Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		l = &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Name: a.cfg.NodeName, Namespace: corev1.NamespaceNodeLease, OwnerReferences: []metav1.OwnerReference{owner}},
-			Spec: coordinationv1.LeaseSpec{
-				HolderIdentity:       ptr.To(a.cfg.NodeName),
-				LeaseDurationSeconds: ptr.To[int32](leaseDurationSeconds),
-				RenewTime:            &now,
-			},
+	if a.lease != nil {
+		l := a.lease.DeepCopy()
+		a.fillLease(l, node)
+		if l, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err == nil {
+			a.lease = l
+			return nil
 		}
-		_, err = leases.Create(ctx, l, metav1.CreateOptions{})
-		return err
+		a.lease = nil
+	}
+	l, err := leases.Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.NodeName, Namespace: corev1.NamespaceNodeLease}}
+		a.fillLease(l, node)
+		l, err = leases.Create(ctx, l, metav1.CreateOptions{})
+	case err == nil:
+		a.fillLease(l, node)
+		l, err = leases.Update(ctx, l, metav1.UpdateOptions{})
 	}
 	if err != nil {
 		return err
 	}
+	a.lease = l
+	return nil
+}
+
+// fillLease makes l the node's Lease renewed now, owned by node.
+func (a *Agent) fillLease(l *coordinationv1.Lease, node *corev1.Node) {
+	now := metav1.NewMicroTime(time.Now())
 	l.Spec.HolderIdentity = ptr.To(a.cfg.NodeName)
 	l.Spec.LeaseDurationSeconds = ptr.To[int32](leaseDurationSeconds)
 	l.Spec.RenewTime = &now
 	if !ownedBy(l.OwnerReferences, node.UID) {
-		// A Lease of an earlier Node object of this name.
-		l.OwnerReferences = []metav1.OwnerReference{owner}
+		// New, or a Lease of an earlier Node object of this name.
+		l.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}
 	}
-	_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
-	return err
 }
 
 func ownedBy(refs []metav1.OwnerReference, uid types.UID) bool {
